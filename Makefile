@@ -1,0 +1,50 @@
+# ArqonBus. `make run` starts the bus on its defaults; `make test` runs every test.
+GO      ?= go
+BIN     := bin
+FUZZTIME ?= 10s
+
+.PHONY: run build test test-deps unit fuzz-short bench lint fmt vet clean
+
+build: ## build the server and the load generator into bin/
+	@echo "==> building bin/arqonbus and bin/arqonbus-load"
+	$(GO) build -o $(BIN)/arqonbus ./cmd/arqonbus
+	$(GO) build -o $(BIN)/arqonbus-load ./perf/cmd/arqonbus-load
+
+run: ## start the bus on its defaults (ws://127.0.0.1:9100)
+	@echo "==> building and starting arqonbus on ws://$${ARQONBUS_HOST:-127.0.0.1}:$${ARQONBUS_PORT:-9100} (Ctrl-C stops it)"
+	$(GO) build -o $(BIN)/arqonbus ./cmd/arqonbus
+	./$(BIN)/arqonbus
+
+test-deps: ## install what the tests need (redis-server, chromium, Node packages) when missing
+	@bash scripts/install-test-deps.sh
+
+test: test-deps lint ## vet, gofmt, race-enabled tests, short fuzz runs
+	@echo "==> go test -race ./... (unit, integration with the real binary, Node and headless Chromium)"
+	$(GO) test -race -count=1 -timeout 8m ./...
+	@$(MAKE) --no-print-directory fuzz-short
+
+fuzz-short: ## a short run of each fuzz target (longer: make fuzz-short FUZZTIME=10m)
+	@echo "==> fuzzing each target for $(FUZZTIME)"
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
+	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
+	$(GO) test -run='^$$' -fuzz='^FuzzFrameReader$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./engine/
+
+bench: build ## load-test a fresh server: fan-out, channels, idle (BENCH_RUNS=3 for medians)
+	@bash scripts/bench.sh
+
+gobench: ## in-process micro-benchmarks with allocations
+	$(GO) test -run='^$$' -bench=. -benchmem ./codec/ ./engine/ ./fanout/
+
+lint: vet fmt ## go vet and gofmt
+
+vet:
+	@echo "==> go vet"
+	$(GO) vet ./...
+
+fmt:
+	@echo "==> gofmt check"
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf $(BIN) perf/results

@@ -1,0 +1,119 @@
+// Package bus is ArqonBus's application layer: it turns engine connections
+// into identified sessions and dispatches their envelopes to fan-out and to
+// the built-in commands.
+package bus
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/engine"
+	"github.com/arqonbus/arqonbus/fanout"
+)
+
+// Version is the server version reported in welcome and status.
+const Version = "1.0.0"
+
+// Config holds the bus's settings.
+type Config struct {
+	NodeID           string
+	MaxViolations    int           // protocol violations allowed per ViolationWindow before close 1008
+	ViolationWindow  time.Duration // default one minute
+	ReplaceDuplicate bool          // a second connection with a live id replaces the first
+	AutoJoin         []fanout.Key  // channels every new connection joins
+	StorageMode      string        // reported by status
+	Logger           *slog.Logger
+}
+
+// Bus is the engine.Handler of the client port.
+type Bus struct {
+	cfg     Config
+	hub     *fanout.Hub
+	ids     *codec.IDGen
+	log     *slog.Logger
+	started time.Time
+	engine  *engine.Server // for its counters; set by AttachEngine
+	stats   stats
+}
+
+// New makes a bus routing through hub.
+func New(cfg Config, hub *fanout.Hub) *Bus {
+	if cfg.MaxViolations <= 0 {
+		cfg.MaxViolations = 10
+	}
+	if cfg.ViolationWindow <= 0 {
+		cfg.ViolationWindow = time.Minute
+	}
+	if cfg.StorageMode == "" {
+		cfg.StorageMode = "memory"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	b := &Bus{
+		cfg:     cfg,
+		hub:     hub,
+		ids:     codec.NewIDGen(cfg.NodeID),
+		log:     cfg.Logger,
+		started: time.Now(),
+	}
+	b.stats.init()
+	return b
+}
+
+// AttachEngine gives the bus the engine whose counters status reports.
+func (b *Bus) AttachEngine(e *engine.Server) { b.engine = e }
+
+// Hub is the bus's channel and client registry.
+func (b *Bus) Hub() *fanout.Hub { return b.hub }
+
+// Run samples message rates once a second until ctx ends.
+func (b *Bus) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			b.sampleRates(now)
+		}
+	}
+}
+
+// ParseKeys parses a comma-separated list of "room:channel" names.
+func ParseKeys(list string) ([]fanout.Key, error) {
+	var keys []fanout.Key
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		room, channel, ok := strings.Cut(item, ":")
+		if !ok || !codec.ValidName(room) || !codec.ValidName(channel) {
+			return nil, &keyError{item}
+		}
+		keys = append(keys, fanout.Key{Room: room, Channel: channel})
+	}
+	return keys, nil
+}
+
+type keyError struct{ item string }
+
+func (e *keyError) Error() string {
+	return "bad channel " + `"` + e.item + `"` + ": want room:channel, each [a-z0-9][a-z0-9_.-]{0,63}"
+}
+
+// DefaultBootstrap is the SPEC's list of bootstrap channels.
+const DefaultBootstrap = "science:general,science:explore,science:hypothesize,science:design," +
+	"science:execute,science:interpret,science:share,integriguard:telemetry-stream,integriguard:dashboard-events"
+
+// TelemetryChannel is where client telemetry is re-broadcast.
+var TelemetryChannel = fanout.Key{Room: "integriguard", Channel: "telemetry-stream"}
+
+// counter is a named atomic counter.
+type counter = atomic.Uint64

@@ -1,0 +1,168 @@
+package bus
+
+import (
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/arqonbus/arqonbus/codec"
+)
+
+// stats are the bus's own counters; the engine counts bytes and frames.
+type stats struct {
+	byType          [codec.TypeError + 1]counter // envelopes received, by type
+	commands        counter
+	privates        counter
+	violationCloses counter
+	errors          map[string]*counter // by code; the map is fixed at start
+	clients         map[string]*atomic.Int64
+
+	mu         sync.Mutex // guards the rate samples
+	lastSample time.Time
+	lastIn     uint64
+	lastOut    uint64
+	rateIn     float64
+	rateOut    float64
+}
+
+var errorCodes = []string{
+	codec.CodeValidation, codec.CodeUnauthorized, codec.CodeForbidden, codec.CodeNotFound,
+	codec.CodeTargetNotFound, codec.CodeCommandNotFound, codec.CodeConflict, codec.CodeRateLimited,
+	codec.CodeTimeout, codec.CodeUnavailable, codec.CodeInternal,
+}
+
+func (s *stats) init() {
+	s.errors = make(map[string]*counter)
+	s.clients = make(map[string]*atomic.Int64)
+	for _, code := range errorCodes {
+		s.errors[code] = new(counter)
+	}
+	for _, t := range clientTypes {
+		s.clients[t] = new(atomic.Int64)
+	}
+}
+
+func (s *stats) received(t codec.Type) { s.byType[t].Add(1) }
+
+func (s *stats) errored(code string) {
+	if c := s.errors[code]; c != nil {
+		c.Add(1)
+	}
+}
+
+func (s *stats) clientConnected(t string)    { s.clients[t].Add(1) }
+func (s *stats) clientDisconnected(t string) { s.clients[t].Add(-1) }
+
+// ErrorCounts returns how many errors of each code were sent.
+func (b *Bus) ErrorCounts() map[string]uint64 {
+	out := make(map[string]uint64, len(b.stats.errors))
+	for code, c := range b.stats.errors {
+		out[code] = c.Load()
+	}
+	return out
+}
+
+func (b *Bus) sampleRates(now time.Time) {
+	if b.engine == nil {
+		return
+	}
+	es := b.engine.Stats()
+	st := &b.stats
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.lastSample.IsZero() {
+		secs := now.Sub(st.lastSample).Seconds()
+		st.rateIn = float64(es.MessagesIn-st.lastIn) / secs
+		st.rateOut = float64(es.Deliveries-st.lastOut) / secs
+	}
+	st.lastSample, st.lastIn, st.lastOut = now, es.MessagesIn, es.Deliveries
+}
+
+type statusChannel struct {
+	Room      string `json:"room"`
+	Channel   string `json:"channel"`
+	Members   int    `json:"members"`
+	Published uint64 `json:"published"`
+	Bootstrap bool   `json:"bootstrap"`
+}
+
+type statusResult struct {
+	NodeID          string            `json:"node_id"`
+	Version         string            `json:"version"`
+	ProtocolVersion string            `json:"protocol_version"`
+	UptimeSeconds   float64           `json:"uptime_seconds"`
+	Clients         map[string]int64  `json:"clients"`
+	ClientsTotal    int               `json:"clients_total"`
+	Connections     int64             `json:"connections"`
+	Rooms           int               `json:"rooms"`
+	ChannelsTotal   int               `json:"channels_total"`
+	Channels        []statusChannel   `json:"channels"`
+	Messages        statusMessages    `json:"messages"`
+	Errors          map[string]uint64 `json:"errors"`
+	Storage         statusStorage     `json:"storage"`
+	MemoryBytes     uint64            `json:"memory_bytes"`
+	Goroutines      int               `json:"goroutines"`
+}
+
+type statusMessages struct {
+	Received      uint64            `json:"received"`
+	Sent          uint64            `json:"sent"`
+	ReceivedRate  float64           `json:"received_per_second"`
+	SentRate      float64           `json:"sent_per_second"`
+	ByType        map[string]uint64 `json:"by_type"`
+	SlowConsumers uint64            `json:"slow_consumers_closed"`
+}
+
+type statusStorage struct {
+	Mode   string `json:"mode"`
+	Health string `json:"health"`
+}
+
+// status reports the bus's state, enough to debug a live bus.
+func (b *Bus) status() ([]byte, *codec.Error) {
+	r := statusResult{
+		NodeID:          b.cfg.NodeID,
+		Version:         Version,
+		ProtocolVersion: codec.Version,
+		UptimeSeconds:   time.Since(b.started).Seconds(),
+		Clients:         make(map[string]int64, len(clientTypes)),
+		ClientsTotal:    b.hub.ClientCount(),
+		Errors:          b.ErrorCounts(),
+		Storage:         statusStorage{Mode: b.cfg.StorageMode, Health: "ok"},
+		Goroutines:      runtime.NumGoroutine(),
+	}
+	for t, n := range b.stats.clients {
+		r.Clients[t] = n.Load()
+	}
+	rooms := map[string]struct{}{}
+	for _, ch := range b.hub.Channels() {
+		rooms[ch.Key.Room] = struct{}{}
+		r.Channels = append(r.Channels, statusChannel{
+			Room: ch.Key.Room, Channel: ch.Key.Channel, Members: ch.Members(),
+			Published: ch.Published(), Bootstrap: ch.Bootstrap,
+		})
+	}
+	r.Rooms, r.ChannelsTotal = len(rooms), len(r.Channels)
+	r.Messages.ByType = make(map[string]uint64)
+	for t := codec.TypeEvent; t <= codec.TypeTelemetry; t++ {
+		r.Messages.ByType[t.String()] = b.stats.byType[t].Load()
+	}
+	if b.engine != nil {
+		es := b.engine.Stats()
+		r.Connections = es.Connections
+		r.Messages.Received = es.MessagesIn
+		r.Messages.Sent = es.Deliveries
+		r.Messages.SlowConsumers = es.SlowConsumers
+	}
+	b.stats.mu.Lock()
+	r.Messages.ReceivedRate, r.Messages.SentRate = b.stats.rateIn, b.stats.rateOut
+	b.stats.mu.Unlock()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.MemoryBytes = ms.Sys
+	return marshal(r)
+}
+
+func appendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }

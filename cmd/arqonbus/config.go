@@ -1,0 +1,200 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// option is one setting, given as a flag, an ARQONBUS_* variable, or left at
+// its default, in that order of precedence.
+type option struct {
+	name  string // flag name; the variable is ARQONBUS_ + upper(name with - as _)
+	def   string
+	usage string
+	parse func(string) error
+}
+
+func (o option) env() string {
+	return "ARQONBUS_" + strings.ToUpper(strings.ReplaceAll(o.name, "-", "_"))
+}
+
+// config is the parsed configuration of the binary.
+type config struct {
+	Host              string
+	Port              int
+	TelemetryPort     int
+	HTTPPort          int
+	NodeID            string
+	Loops             int
+	MaxConnections    int
+	MaxMessageSize    int
+	MaxOutboundBytes  int
+	MaxViolations     int
+	HandshakeTimeout  time.Duration
+	PingInterval      time.Duration
+	IdleTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	ReplaceDuplicate  bool
+	AutoCreate        bool
+	AutoJoin          string
+	BootstrapChannels string
+	Storage           string
+	HistorySize       int
+	LogLevel          string
+	LogFormat         string
+}
+
+func (c *config) options() []option {
+	return []option{
+		{"host", "127.0.0.1", "address the client WebSocket listens on", str(&c.Host)},
+		{"port", "9100", "client WebSocket port", port(&c.Port)},
+		{"telemetry-port", "9101", "telemetry WebSocket port", port(&c.TelemetryPort)},
+		{"http-port", "8080", "HTTP port (health, metrics, dashboard)", port(&c.HTTPPort)},
+		{"node-id", "", "this node's id (default: host name and a random suffix)", str(&c.NodeID)},
+		{"loops", "0", "event loops (0: one per CPU)", intRange(&c.Loops, 0, 1024)},
+		{"max-connections", "0", "client connections at once (0: the file limit less a margin)", intRange(&c.MaxConnections, 0, 1<<24)},
+		{"max-message-size", "1048576", "largest message in bytes (close 1009 beyond)", intRange(&c.MaxMessageSize, 256, 64<<20)},
+		{"max-outbound-bytes", "4194304", "unsent bytes per connection before a slow consumer is closed", intRange(&c.MaxOutboundBytes, 64<<10, 1<<30)},
+		{"max-violations", "10", "protocol violations allowed per minute before close 1008", intRange(&c.MaxViolations, 1, 1<<20)},
+		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
+		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
+		{"idle-timeout", "60s", "silence after which a client is disconnected", duration(&c.IdleTimeout)},
+		{"shutdown-timeout", "10s", "deadline for a graceful shutdown", duration(&c.ShutdownTimeout)},
+		{"replace-duplicate", "false", "a new connection with a live client id replaces the old one", boolean(&c.ReplaceDuplicate)},
+		{"auto-create", "true", "join_channel creates missing channels", boolean(&c.AutoCreate)},
+		{"auto-join", "", "room:channel list every new connection joins", str(&c.AutoJoin)},
+		{"bootstrap-channels", defaultBootstrap, "room:channel list created at start, never deletable", str(&c.BootstrapChannels)},
+		{"storage", "memory", "history store: memory", oneOf(&c.Storage, "memory")},
+		{"history-size", "500", "messages kept per channel", intRange(&c.HistorySize, 1, 1<<20)},
+		{"log-level", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
+		{"log-format", "text", "text or json", oneOf(&c.LogFormat, "text", "json")},
+	}
+}
+
+// errHelp is returned when --help was asked for.
+var errHelp = flag.ErrHelp
+
+// parseConfig reads flags, then the environment, then defaults. An error
+// names the option and the value that was refused.
+func parseConfig(args []string, getenv func(string) string, out io.Writer) (*config, error) {
+	c := &config{}
+	opts := c.options()
+	fs := flag.NewFlagSet("arqonbus", flag.ContinueOnError)
+	fs.SetOutput(out)
+	values := make(map[string]*string, len(opts))
+	for _, o := range opts {
+		values[o.name] = fs.String(o.name, o.def, fmt.Sprintf("%s (env %s)", o.usage, o.env()))
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "arqonbus: a WebSocket message bus.\n\nUsage: arqonbus [flags]\n\nEvery flag can also be set with its ARQONBUS_* variable; flags win.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, o := range opts {
+		v, source := *values[o.name], "--"+o.name
+		if !set[o.name] {
+			if ev, ok := lookup(getenv, o.env()); ok {
+				v, source = ev, o.env()
+			}
+		}
+		if err := o.parse(v); err != nil {
+			return nil, fmt.Errorf("invalid %s=%q: %v", source, v, err)
+		}
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = defaultMaxConnections()
+	}
+	return c, nil
+}
+
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+// defaultMaxConnections leaves room under the process's file limit for
+// listeners, Redis and log files: gnet stops the whole engine when accept
+// runs out of descriptors, so the cap must bite first.
+func defaultMaxConnections() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < 1024 {
+		return 900
+	}
+	return int(rl.Cur) - 256
+}
+
+func str(p *string) func(string) error {
+	return func(v string) error { *p = v; return nil }
+}
+
+func port(p *int) func(string) error { return intRange(p, 1, 65535) }
+
+func intRange(p *int, lo, hi int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not an integer")
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("must be between %d and %d", lo, hi)
+		}
+		*p = n
+		return nil
+	}
+}
+
+func duration(p *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d <= 0 {
+			return errors.New("not a positive duration such as 500ms or 10s")
+		}
+		*p = d
+		return nil
+	}
+}
+
+func boolean(p *bool) func(string) error {
+	return func(v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not true or false")
+		}
+		*p = b
+		return nil
+	}
+}
+
+func oneOf(p *string, allowed ...string) func(string) error {
+	return func(v string) error {
+		for _, a := range allowed {
+			if v == a {
+				*p = v
+				return nil
+			}
+		}
+		return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "arqonbus"
+	}
+	return h
+}

@@ -1,0 +1,189 @@
+package engine
+
+import (
+	"sync/atomic"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+)
+
+type connState uint8
+
+const (
+	stateHandshake connState = iota
+	stateOpen
+	stateClosed
+)
+
+// Conn is one client connection. Its methods say which goroutines may call
+// them: Write only on the connection's own loop (inside a Handler callback),
+// Send and Close from anywhere.
+type Conn struct {
+	gc     gnet.Conn
+	loop   *Loop
+	reader msgReader
+
+	// Value is the handler's per-connection state. Set it in Handler.Upgrade or
+	// Handler.Open; it is published to other goroutines by whatever structure
+	// the handler then puts the connection into.
+	Value any
+
+	// Loop-only state.
+	state    connState
+	closing  bool  // a close was started: write and read nothing more
+	opened   int64 // loop clock at accept, for the handshake deadline
+	lastSeen int64 // loop clock of the last bytes read, for pings and idle
+	pinged   bool  // a server ping is outstanding
+	pending  [][]byte
+	pendingN int
+	dirty    bool // in loop.dirty
+
+	closed atomic.Bool
+	remote string
+}
+
+// Loop is the event loop this connection lives on.
+func (c *Conn) Loop() *Loop { return c.loop }
+
+// RemoteAddr is the peer's address as text.
+func (c *Conn) RemoteAddr() string { return c.remote }
+
+// Closed reports whether the connection is gone. Safe from any goroutine.
+func (c *Conn) Closed() bool { return c.closed.Load() }
+
+// Write queues an encoded frame to go out when the current callback or inbox
+// drain finishes, coalesced with the connection's other frames into one
+// writev. Loop only; frame must not be modified afterwards.
+func (c *Conn) Write(frame []byte) {
+	if c.closing || c.state != stateOpen {
+		return
+	}
+	c.enqueue(frame)
+}
+
+func (c *Conn) enqueue(frame []byte) {
+	c.pending = append(c.pending, frame)
+	c.pendingN += len(frame)
+	if !c.dirty {
+		c.dirty = true
+		c.loop.dirty = append(c.loop.dirty, c)
+	}
+}
+
+// Send queues an encoded frame for this connection from any goroutine.
+func (c *Conn) Send(frame []byte) {
+	c.loop.post(delivery{frame: frame, one: c})
+}
+
+// Close sends a close frame with code and reason and closes the connection,
+// from any goroutine.
+func (c *Conn) Close(code ws.StatusCode, reason string) {
+	c.loop.post(delivery{one: c, closeCode: code, closeReason: reason})
+}
+
+// CloseNow closes with code and reason on the connection's own loop. Loop only.
+func (c *Conn) CloseNow(code ws.StatusCode, reason string) {
+	c.closeWith(code, reason)
+}
+
+// closeWith queues a close frame behind what is pending, flushes, and closes.
+func (c *Conn) closeWith(code ws.StatusCode, reason string) {
+	if c.closing || c.state == stateClosed {
+		return
+	}
+	if c.state == stateOpen {
+		c.enqueue(closeFrame(code, reason))
+	}
+	c.closing = true
+	c.flush()
+	_ = c.gc.Close()
+}
+
+// abort closes without a close frame: for a peer that is not reading.
+func (c *Conn) abort() {
+	if c.state == stateClosed {
+		return
+	}
+	c.closing = true
+	c.resetPending()
+	_ = c.gc.Close()
+}
+
+// flush writes the pending frames, first checking the backlog: a consumer
+// whose unsent bytes exceed the bound is closed, never waited for.
+func (c *Conn) flush() {
+	if len(c.pending) == 0 || c.state == stateClosed {
+		c.resetPending()
+		return
+	}
+	srv := c.loop.srv
+	if c.gc.OutboundBuffered()+c.pendingN > srv.cfg.MaxOutboundBytes {
+		srv.stats.slowConsumers.Add(1)
+		srv.log.Debug("closing slow consumer", "remote", c.remote, "backlog", c.gc.OutboundBuffered()+c.pendingN)
+		c.abort()
+		return
+	}
+	frames := len(c.pending)
+	pending := c.pending
+	for len(pending) > 0 {
+		n := min(len(pending), iovMax)
+		var err error
+		if n == 1 {
+			_, err = c.gc.Write(pending[0])
+		} else {
+			_, err = c.gc.Writev(pending[:n])
+		}
+		if err != nil {
+			break // gnet has closed the connection and called OnClose
+		}
+		pending = pending[n:]
+	}
+	srv.stats.framesOut.Add(uint64(frames))
+	c.resetPending()
+}
+
+// iovMax bounds one writev, as the kernel does (IOV_MAX).
+const iovMax = 1024
+
+func (c *Conn) resetPending() {
+	clear(c.pending)
+	if cap(c.pending) > 256 {
+		c.pending = nil
+	} else {
+		c.pending = c.pending[:0]
+	}
+	c.pendingN = 0
+}
+
+// frameSink, for msgReader.
+
+func (c *Conn) onMessage(msg []byte) {
+	c.loop.srv.stats.messagesIn.Add(1)
+	c.loop.srv.handler.Message(c, msg)
+}
+
+func (c *Conn) onPing(p []byte) {
+	if c.closing {
+		return
+	}
+	c.enqueue(AppendFrame(make([]byte, 0, 2+len(p)), ws.OpPong, p))
+}
+
+func (c *Conn) onPong([]byte) { c.pinged = false }
+
+func (c *Conn) onClose(code ws.StatusCode) {
+	if c.closing {
+		return
+	}
+	if code == 0 {
+		// The peer gave no code; answer with an empty close as RFC 6455 allows.
+		c.enqueue(AppendFrame(nil, ws.OpClose, nil))
+		c.closing = true
+		c.flush()
+		_ = c.gc.Close()
+		return
+	}
+	c.closeWith(code, "")
+}
+
+func (c *Conn) stopped() bool { return c.closing }

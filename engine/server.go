@@ -1,0 +1,431 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Config holds the engine's settings. Zero values take the defaults below.
+type Config struct {
+	Addr             string        // host:port to listen on
+	Loops            int           // event loops; default one per CPU
+	MaxConnections   int           // connections accepted at once; more get HTTP 503
+	MaxMessageSize   int           // bytes in one message, fragments included (1009 beyond)
+	MaxOutboundBytes int           // unsent bytes before a slow consumer is closed
+	HandshakeTimeout time.Duration // from accept to a complete upgrade request
+	PingInterval     time.Duration // silence after which the server pings
+	IdleTimeout      time.Duration // silence after which the connection is closed
+	Logger           *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Loops <= 0 {
+		c.Loops = runtime.NumCPU()
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 10000
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 1 << 20
+	}
+	if c.MaxOutboundBytes <= 0 {
+		c.MaxOutboundBytes = 4 << 20
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Handler is what the engine calls, always on the connection's event loop.
+// Handlers must not block: no network, disk or long-held locks.
+type Handler interface {
+	// Upgrade decides on an upgrade request. A non-nil error refuses it: a
+	// *Reject chooses the HTTP status, anything else gets 400.
+	Upgrade(c *Conn, r *Request) error
+	// Open runs once the handshake response is queued.
+	Open(c *Conn)
+	// Message gets one complete text message, valid only until it returns.
+	Message(c *Conn, msg []byte)
+	// Close runs once for every connection that was opened.
+	Close(c *Conn)
+}
+
+// Request is the client's upgrade request.
+type Request struct {
+	URI        string
+	Query      url.Values
+	Header     http.Header
+	RemoteAddr string
+}
+
+// Reject refuses an upgrade with an HTTP status.
+type Reject struct {
+	Status int
+	Reason string
+}
+
+func (r *Reject) Error() string { return fmt.Sprintf("%d %s", r.Status, r.Reason) }
+
+// Stats are the engine's counters, read atomically.
+type Stats struct {
+	Connections   int64  // open now (upgraded or not)
+	Accepted      uint64 // TCP connections accepted in all
+	Refused       uint64 // refused at the connection cap
+	MessagesIn    uint64 // complete text messages received
+	FramesOut     uint64 // frames written
+	Deliveries    uint64 // frames handed to connections by deliveries
+	SlowConsumers uint64 // closed for an outbound backlog over the bound
+	ProtocolClose uint64 // closed for a protocol error
+	Panics        uint64 // handler panics recovered
+}
+
+type counters struct {
+	connections   atomic.Int64
+	accepted      atomic.Uint64
+	refused       atomic.Uint64
+	messagesIn    atomic.Uint64
+	framesOut     atomic.Uint64
+	deliveries    atomic.Uint64
+	slowConsumers atomic.Uint64
+	protocolClose atomic.Uint64
+	panics        atomic.Uint64
+}
+
+// Server runs the event loops for one listening address.
+type Server struct {
+	gnet.BuiltinEventEngine
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	stats   counters
+	start   time.Time
+
+	eng      gnet.Engine
+	ready    chan struct{}
+	stopping atomic.Bool
+
+	loopsMu sync.RWMutex
+	loops   map[gnet.EventLoop]*Loop
+}
+
+// New makes a server; Run starts it.
+func New(cfg Config, h Handler) *Server {
+	cfg.setDefaults()
+	return &Server{
+		cfg:     cfg,
+		handler: h,
+		log:     cfg.Logger,
+		start:   time.Now(),
+		ready:   make(chan struct{}),
+		loops:   make(map[gnet.EventLoop]*Loop),
+	}
+}
+
+// Run listens and serves until Stop. It returns an error if the engine stops
+// without being asked to (gnet stops itself when accept runs out of file
+// descriptors, and returns nil: that is not a clean exit).
+func (s *Server) Run() error {
+	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(s.cfg.Loops),
+		gnet.WithReuseAddr(true),
+		gnet.WithTicker(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	if err != nil {
+		return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
+	}
+	if !s.stopping.Load() {
+		return fmt.Errorf("engine on %s stopped unexpectedly", s.cfg.Addr)
+	}
+	return nil
+}
+
+// Ready is closed once the server accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Stop stops accepting and closes every connection (gnet takes at least 500 ms).
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopping.Store(true)
+	select {
+	case <-s.ready:
+	default:
+		return nil
+	}
+	return s.eng.Stop(ctx)
+}
+
+// CloseAll sends every open connection the frame notice (when not nil), then
+// a close frame with code and reason. It returns once the closes are queued
+// on their loops.
+func (s *Server) CloseAll(notice []byte, code ws.StatusCode, reason string) {
+	s.loopsMu.RLock()
+	defer s.loopsMu.RUnlock()
+	for _, l := range s.loops {
+		_ = l.forEachConn(func(c *Conn) {
+			if notice != nil {
+				c.Write(notice)
+			}
+			c.closeWith(code, reason)
+		})
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connections:   s.stats.connections.Load(),
+		Accepted:      s.stats.accepted.Load(),
+		Refused:       s.stats.refused.Load(),
+		MessagesIn:    s.stats.messagesIn.Load(),
+		FramesOut:     s.stats.framesOut.Load(),
+		Deliveries:    s.stats.deliveries.Load(),
+		SlowConsumers: s.stats.slowConsumers.Load(),
+		ProtocolClose: s.stats.protocolClose.Load(),
+		Panics:        s.stats.panics.Load(),
+	}
+}
+
+// clock is the loops' time: nanoseconds since the server was made.
+func (s *Server) clock() int64 { return int64(time.Since(s.start)) }
+
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.ready)
+	return gnet.None
+}
+
+var responseBusy = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 29\r\nConnection: close\r\n\r\nserver at its connection cap\n")
+
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	l := s.loopOf(gc.EventLoop())
+	c := &Conn{gc: gc, loop: l, opened: s.clock()}
+	c.reader.maxMessage = int64(s.cfg.MaxMessageSize)
+	c.lastSeen = c.opened
+	if a := gc.RemoteAddr(); a != nil {
+		c.remote = a.String()
+	}
+	gc.SetContext(c)
+	s.stats.accepted.Add(1)
+	if n := s.stats.connections.Add(1); n > int64(s.cfg.MaxConnections) {
+		s.stats.refused.Add(1)
+		c.closing = true
+		return responseBusy, gnet.Close
+	}
+	l.conns[c] = struct{}{}
+	return nil, gnet.None
+}
+
+func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	c, _ := gc.Context().(*Conn)
+	if c == nil || c.state == stateClosed {
+		return gnet.None
+	}
+	s.stats.connections.Add(-1)
+	wasOpen := c.state == stateOpen
+	c.state = stateClosed
+	c.closing = true
+	c.closed.Store(true)
+	c.resetPending()
+	delete(c.loop.conns, c)
+	if wasOpen {
+		func() {
+			defer s.recoverLoop("close handler", nil)
+			s.handler.Close(c)
+		}()
+	}
+	return gnet.None
+}
+
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, _ := gc.Context().(*Conn)
+	if c == nil || c.closing {
+		_, _ = gc.Discard(-1)
+		return gnet.None
+	}
+	defer c.loop.flushDirty()
+	defer s.recoverLoop("message handler", c)
+	c.lastSeen = s.clock()
+	c.pinged = false
+
+	if c.state == stateHandshake && !s.handshake(c) {
+		return gnet.None
+	}
+	buf, _ := gc.Peek(-1)
+	n, cerr := c.reader.feed(buf, c)
+	if n > 0 { // Discard(0) would drop everything, partial frame included
+		_, _ = gc.Discard(n)
+	}
+	if cerr != nil {
+		s.stats.protocolClose.Add(1)
+		c.closeWith(cerr.code, cerr.reason)
+	}
+	return gnet.None
+}
+
+// maxRequestBytes bounds an upgrade request; browsers send well under 4 KiB.
+const maxRequestBytes = 16 << 10
+
+var crlf2 = []byte("\r\n\r\n")
+
+// handshake upgrades c once its whole request is buffered. It gives the
+// upgrader exactly the request's bytes, so frames the client pipelined behind
+// the request stay in the buffer for the frame parser. It reports whether the
+// connection is now open.
+func (s *Server) handshake(c *Conn) bool {
+	buf, _ := c.gc.Peek(-1)
+	end := bytes.Index(buf, crlf2)
+	if end < 0 {
+		if len(buf) > maxRequestBytes {
+			c.closing = true
+			_, _ = c.gc.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
+			_ = c.gc.Close()
+		}
+		return false
+	}
+	reqLen := end + len(crlf2)
+	req := &Request{Header: make(http.Header), RemoteAddr: c.remote}
+	var out bytes.Buffer
+	up := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			req.URI = string(uri)
+			u, err := url.ParseRequestURI(req.URI)
+			if err != nil {
+				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad request URI"))
+			}
+			req.Query = u.Query()
+			return nil
+		},
+		OnHost: func(host []byte) error {
+			req.Header.Set("Host", string(host))
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			req.Header.Add(string(key), string(value))
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			err := s.handler.Upgrade(c, req)
+			if err == nil {
+				return ws.HandshakeHeaderString(""), nil
+			}
+			var rej *Reject
+			if errors.As(err, &rej) {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status), ws.RejectionReason(rej.Reason))
+			}
+			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason(err.Error()))
+		},
+	}
+	_, err := up.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{bytes.NewReader(buf[:reqLen]), &out})
+	_, _ = c.gc.Discard(reqLen)
+	c.enqueue(out.Bytes())
+	if err != nil {
+		c.closing = true
+		c.flush()
+		_ = c.gc.Close()
+		return false
+	}
+	c.state = stateOpen
+	s.handler.Open(c)
+	return !c.closing
+}
+
+// OnTick sweeps each loop's connections for handshake deadlines, pings and
+// idle timeouts. It runs on its own goroutine, so the sweep is posted to the
+// loops.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	now := s.clock()
+	hs, ping, idle := int64(s.cfg.HandshakeTimeout), int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout)
+	pingFrame := AppendFrame(nil, ws.OpPing, nil)
+	s.loopsMu.RLock()
+	for _, l := range s.loops {
+		_ = l.forEachConn(func(c *Conn) {
+			if c.closing {
+				return
+			}
+			switch {
+			case c.state == stateHandshake && now-c.opened > hs:
+				c.abort()
+			case c.state != stateOpen:
+			case now-c.lastSeen > idle:
+				c.closeWith(CloseGoingAway, "idle timeout")
+			case now-c.lastSeen > ping && !c.pinged:
+				c.pinged = true
+				c.enqueue(pingFrame)
+			}
+		})
+	}
+	s.loopsMu.RUnlock()
+	return time.Second, gnet.None
+}
+
+func (s *Server) loopOf(el gnet.EventLoop) *Loop {
+	s.loopsMu.RLock()
+	l := s.loops[el]
+	s.loopsMu.RUnlock()
+	if l != nil {
+		return l
+	}
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if l = s.loops[el]; l == nil {
+		l = newLoop(s, el)
+		s.loops[el] = l
+	}
+	return l
+}
+
+// recoverLoop turns a panic on an event loop into a log line and, when it
+// happened for a connection, that connection's close: one bad message must
+// never take the process down.
+func (s *Server) recoverLoop(where string, c *Conn) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.stats.panics.Add(1)
+	remote := ""
+	if c != nil {
+		remote = c.remote
+	}
+	s.log.Error("panic on event loop", "where", where, "remote", remote, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	if c != nil {
+		c.closeWith(CloseInternalError, "internal error")
+	}
+}
+
+// gnetLogger routes gnet's own logging into slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }

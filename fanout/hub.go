@@ -1,0 +1,222 @@
+package fanout
+
+import (
+	"errors"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/arqonbus/arqonbus/engine"
+)
+
+// shardCount spreads the channel and client maps over this many locks.
+const shardCount = 64
+
+// Errors the hub returns; the caller maps them to protocol errors.
+var (
+	ErrChannelNotFound = errors.New("channel not found")
+	ErrChannelExists   = errors.New("channel already exists")
+	ErrClientIDTaken   = errors.New("client id already connected")
+)
+
+// Hub holds every channel and every connected client id.
+type Hub struct {
+	seed       maphash.Seed
+	autoCreate bool
+	chans      [shardCount]chanShard
+	clients    [shardCount]clientShard
+	nChans     atomic.Int64
+	nClients   atomic.Int64
+}
+
+type chanShard struct {
+	mu sync.RWMutex
+	m  map[Key]*Channel
+}
+
+type clientShard struct {
+	mu sync.RWMutex
+	m  map[string]*engine.Conn
+}
+
+// Options configure a Hub.
+type Options struct {
+	// Bootstrap channels exist from the start and can never be deleted.
+	Bootstrap []Key
+	// AutoCreate lets Join create a channel that does not exist.
+	AutoCreate bool
+}
+
+// NewHub makes a hub holding the bootstrap channels.
+func NewHub(o Options) *Hub {
+	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate}
+	for i := range h.chans {
+		h.chans[i].m = make(map[Key]*Channel)
+		h.clients[i].m = make(map[string]*engine.Conn)
+	}
+	for _, k := range o.Bootstrap {
+		sh := h.chanShard(k)
+		if _, ok := sh.m[k]; !ok {
+			sh.m[k] = newChannel(k, true)
+			h.nChans.Add(1)
+		}
+	}
+	return h
+}
+
+func (h *Hub) chanShard(k Key) *chanShard {
+	var mh maphash.Hash
+	mh.SetSeed(h.seed)
+	mh.WriteString(k.Room)
+	mh.WriteByte(':')
+	mh.WriteString(k.Channel)
+	return &h.chans[mh.Sum64()%shardCount]
+}
+
+func (h *Hub) clientShard(id string) *clientShard {
+	return &h.clients[maphash.String(h.seed, id)%shardCount]
+}
+
+// Channel returns the channel k, or nil.
+func (h *Hub) Channel(k Key) *Channel {
+	sh := h.chanShard(k)
+	sh.mu.RLock()
+	ch := sh.m[k]
+	sh.mu.RUnlock()
+	return ch
+}
+
+// Create makes channel k; ErrChannelExists if it is there.
+func (h *Hub) Create(k Key) (*Channel, error) {
+	sh := h.chanShard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ch := sh.m[k]; ch != nil {
+		return ch, ErrChannelExists
+	}
+	ch := newChannel(k, false)
+	sh.m[k] = ch
+	h.nChans.Add(1)
+	return ch, nil
+}
+
+// Join makes c a member of k, creating the channel when the hub auto-creates.
+// It reports whether c newly joined (false if it already was a member).
+func (h *Hub) Join(k Key, c *engine.Conn) (ch *Channel, joined bool, err error) {
+	ch = h.Channel(k)
+	if ch == nil {
+		if !h.autoCreate {
+			return nil, false, ErrChannelNotFound
+		}
+		ch, _ = h.Create(k) // lost a race to another creator: use theirs
+	}
+	return ch, ch.add(c), nil
+}
+
+// Leave removes c from ch; it reports whether c was a member.
+func (h *Hub) Leave(ch *Channel, c *engine.Conn) bool { return ch.remove(c) }
+
+// Delete removes a channel that is not bootstrap; the caller checks members.
+func (h *Hub) Delete(k Key) bool {
+	sh := h.chanShard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ch := sh.m[k]
+	if ch == nil || ch.Bootstrap {
+		return false
+	}
+	delete(sh.m, k)
+	h.nChans.Add(-1)
+	return true
+}
+
+// Channels returns every channel, sorted by room then channel.
+func (h *Hub) Channels() []*Channel {
+	out := make([]*Channel, 0, h.nChans.Load())
+	for i := range h.chans {
+		sh := &h.chans[i]
+		sh.mu.RLock()
+		for _, ch := range sh.m {
+			out = append(out, ch)
+		}
+		sh.mu.RUnlock()
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Key, out[j].Key
+		if a.Room != b.Room {
+			return a.Room < b.Room
+		}
+		return a.Channel < b.Channel
+	})
+	return out
+}
+
+// ChannelCount is the number of channels.
+func (h *Hub) ChannelCount() int { return int(h.nChans.Load()) }
+
+// Register binds client id to c; ErrClientIDTaken when another live
+// connection holds it.
+func (h *Hub) Register(id string, c *engine.Conn) error {
+	sh := h.clientShard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old := sh.m[id]; old != nil && old != c {
+		return ErrClientIDTaken
+	}
+	if sh.m[id] == nil {
+		h.nClients.Add(1)
+	}
+	sh.m[id] = c
+	return nil
+}
+
+// Replace binds id to c and returns the connection that held it, if any.
+func (h *Hub) Replace(id string, c *engine.Conn) (old *engine.Conn) {
+	sh := h.clientShard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old = sh.m[id]
+	if old == nil {
+		h.nClients.Add(1)
+	}
+	sh.m[id] = c
+	if old == c {
+		old = nil
+	}
+	return old
+}
+
+// Unregister drops id if it is bound to c.
+func (h *Hub) Unregister(id string, c *engine.Conn) {
+	sh := h.clientShard(id)
+	sh.mu.Lock()
+	if sh.m[id] == c {
+		delete(sh.m, id)
+		h.nClients.Add(-1)
+	}
+	sh.mu.Unlock()
+}
+
+// Client returns the connection holding id, or nil.
+func (h *Hub) Client(id string) *engine.Conn {
+	sh := h.clientShard(id)
+	sh.mu.RLock()
+	c := sh.m[id]
+	sh.mu.RUnlock()
+	return c
+}
+
+// ClientCount is the number of registered client ids.
+func (h *Hub) ClientCount() int { return int(h.nClients.Load()) }
+
+// SendTo queues frame for the client holding id; it reports false when no
+// connection holds it.
+func (h *Hub) SendTo(id string, frame []byte) bool {
+	c := h.Client(id)
+	if c == nil || c.Closed() {
+		return false
+	}
+	c.Send(frame)
+	return true
+}

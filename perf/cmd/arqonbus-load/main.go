@@ -1,0 +1,163 @@
+// Command arqonbus-load is ArqonBus's load generator: it opens real WebSocket connections to a
+// running server, drives one scenario (fanout, channels or idle) and reports rates, latency
+// percentiles, loss, duplicates, errors and, for idle connections, server memory per connection.
+//
+//	arqonbus-load -scenario fanout -subs 100 -pubs 10 -rate 10000 -duration 10s
+//	arqonbus-load -scenario channels -channels 1000 -subs 1 -rate 10000
+//	arqonbus-load -scenario idle -conns 10000 -server-pid $(pgrep -n arqonbus)
+//
+// With -json the result is one JSON object on stdout (progress goes to stderr either way);
+// -summarize FILE prints the table of a file of such lines, with the median of repeated runs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/arqonbus/arqonbus/perf/load"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "arqonbus-load:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("arqonbus-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg load.Config
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:9100", "server client WebSocket `host:port`")
+	fs.StringVar(&cfg.Scenario, "scenario", "", "fanout, channels or idle")
+	fs.IntVar(&cfg.Subs, "subs", 0, "fanout: subscribers (default 100); channels: subscribers per channel (default 1)")
+	fs.IntVar(&cfg.Pubs, "pubs", 0, "fanout: publishers (default 10); channels: publishers per channel (default 1)")
+	fs.IntVar(&cfg.Channels, "channels", 0, "channels: channels (default 1000); idle: channels to spread over (default conns/100)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "total messages/s over all publishers (default 10000)")
+	fs.IntVar(&cfg.Conns, "conns", 0, "idle: connections (default 10000, at most 19500 per process)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured window")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing before the window, not counted")
+	fs.DurationVar(&cfg.Drain, "drain", 2*time.Second, "longest wait for late deliveries after publishing stops")
+	fs.DurationVar(&cfg.Hold, "hold", 3*time.Second, "idle: how long to hold the connections before reading RSS")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle: server pid whose VmRSS to read (0: skip RSS)")
+	srcIPs := fs.String("src-ips", "auto", "comma list of 127.0.0.x source addresses, round robin (auto: as needed)")
+	fs.IntVar(&cfg.ConnectConcurrency, "connect-concurrency", 200, "connections set up at once")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "per connection: dial, upgrade, welcome and join")
+	fs.StringVar(&cfg.Room, "room", "perf", "room of the test channels")
+	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	summarize := fs.String("summarize", "", "print the table (medians per scenario) of a `file` of -json lines, and exit")
+	freePorts := fs.Int("free-ports", 0, "print `n` free TCP ports on 127.0.0.1, one a line, and exit (for scripts)")
+	cpuProfile := fs.String("cpuprofile", "", "write the generator's own CPU profile to `file` (to check it stays cheap)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+
+	switch {
+	case *summarize != "":
+		return printSummary(*summarize, stdout)
+	case *freePorts > 0:
+		return printFreePorts(*freePorts, stdout)
+	}
+
+	ips, err := load.ParseSrcIPs(*srcIPs)
+	if err != nil {
+		return err
+	}
+	cfg.SrcIPs = ips
+	cfg.Logf = func(format string, a ...any) {
+		fmt.Fprintf(stderr, "%s arqonbus-load: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := load.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	if err := load.WriteTable(stdout, []load.Result{res}); err != nil {
+		return err
+	}
+	if res.Scenario != load.ScenarioIdle {
+		fmt.Fprintf(stdout, "sent %d in window, expected %d deliveries, delivered %d; lost %d, dup %d, out of order %d, unplanned %d; worst send lag %.2f ms\n",
+			res.Sent, res.Expected, res.Delivered, res.Lost, res.Dup, res.OutOfOrder, res.Unplanned, res.SendLagMaxMs)
+	} else if res.RSSAfterBytes > 0 {
+		fmt.Fprintf(stdout, "server RSS %d -> %d bytes over %d connections: %.0f bytes each\n",
+			res.RSSBeforeBytes, res.RSSAfterBytes, res.Conns, res.RSSPerConnBytes)
+	}
+	if res.FirstError != "" {
+		fmt.Fprintf(stdout, "errors %d, disconnects %d, publish errors %d; first: %s\n",
+			res.Errors, res.Disconnects, res.PublishErrors, res.FirstError)
+	}
+	return nil
+}
+
+func printSummary(path string, w io.Writer) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	results, err := load.ReadResults(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	sum := load.Summarize(results)
+	if err := load.WriteTable(w, sum); err != nil {
+		return err
+	}
+	for _, r := range sum {
+		if r.FirstError != "" {
+			fmt.Fprintf(w, "%s %s: first error: %s\n", r.Scenario, r.Params, r.FirstError)
+		}
+	}
+	return nil
+}
+
+// printFreePorts asks the kernel for n distinct free ports by holding n listeners at once.
+func printFreePorts(n int, w io.Writer) error {
+	ls := make([]net.Listener, 0, n)
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ls = append(ls, l)
+		fmt.Fprintln(w, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	return nil
+}

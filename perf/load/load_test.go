@@ -1,0 +1,403 @@
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// fakeBus is a throwaway stand-in for the ArqonBus server, just enough to exercise the generator
+// before (and independently of) the real one: a welcome on connect, join_channel replies, and
+// events fanned out to the other members in order. It can misbehave on purpose so that the
+// generator's loss and duplicate accounting can be checked.
+type fakeBus struct {
+	dropEvery int // drop every n-th delivery (0: never)
+	dupEvery  int // deliver every n-th delivery twice (0: never)
+
+	mu         sync.Mutex
+	members    map[string]map[*fakeConn]bool // room:channel -> members
+	deliveries int
+}
+
+type fakeConn struct {
+	wmu sync.Mutex
+	nc  net.Conn
+}
+
+func (fc *fakeConn) send(msg []byte) {
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	_ = wsutil.WriteServerText(fc.nc, msg)
+}
+
+func startFakeBus(t *testing.T, fb *fakeBus) string {
+	t.Helper()
+	fb.members = map[string]map[*fakeConn]bool{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(fb.serve), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func (fb *fakeBus) serve(w http.ResponseWriter, r *http.Request) {
+	nc, rw, _, err := ws.UpgradeHTTP(r, w)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	fc := &fakeConn{nc: nc}
+	id := r.URL.Query().Get("client_id")
+	fc.send([]byte(`{"version":"1.0","id":"arq_welcome","type":"system","room":"*","channel":"welcome","from":"arqonbus_server","timestamp":"2025-01-01T00:00:00.000Z","payload":{"client_id":"` + id + `"}}`))
+	var joined []string
+	defer func() {
+		fb.mu.Lock()
+		for _, k := range joined {
+			delete(fb.members[k], fc)
+		}
+		fb.mu.Unlock()
+	}()
+	// Read through rw.Reader: it may already hold bytes sent right behind the upgrade request.
+	rd := struct {
+		io.Reader
+		io.Writer
+	}{rw.Reader, nc}
+	for {
+		msg, op, err := wsutil.ReadClientData(rd)
+		if err != nil {
+			return
+		}
+		if op != ws.OpText {
+			continue
+		}
+		var env struct {
+			ID      string `json:"id"`
+			Type    string `json:"type"`
+			Room    string `json:"room"`
+			Channel string `json:"channel"`
+			Payload struct {
+				Command string `json:"command"`
+			} `json:"payload"`
+		}
+		if err := json.Unmarshal(msg, &env); err != nil {
+			fc.send([]byte(`{"type":"error","payload":{"code":"VALIDATION_ERROR","status":400,"message":"bad json"}}`))
+			continue
+		}
+		key := env.Room + ":" + env.Channel
+		switch {
+		case env.Type == "command" && env.Payload.Command == "join_channel":
+			fb.mu.Lock()
+			if fb.members[key] == nil {
+				fb.members[key] = map[*fakeConn]bool{}
+			}
+			fb.members[key][fc] = true
+			fb.mu.Unlock()
+			joined = append(joined, key)
+			fc.send(fmt.Appendf(nil, `{"version":"1.0","id":"arq_r_%s","type":"command_response","room":%q,"channel":%q,"from":"arqonbus_server","timestamp":"2025-01-01T00:00:00.000Z","payload":{"request_id":%q,"status":"success","result":{"joined":true}}}`,
+				env.ID, env.Room, env.Channel, env.ID))
+		case env.Type == "event":
+			fb.mu.Lock()
+			var to []*fakeConn
+			if !fb.members[key][fc] {
+				fb.mu.Unlock()
+				fc.send(fmt.Appendf(nil, `{"version":"1.0","id":"arq_e","type":"error","room":%q,"channel":%q,"from":"arqonbus_server","timestamp":"2025-01-01T00:00:00.000Z","payload":{"request_id":%q,"code":"FORBIDDEN","status":403,"message":"not a member","field":"channel"}}`,
+					env.Room, env.Channel, env.ID))
+				continue
+			}
+			for m := range fb.members[key] {
+				if m != fc {
+					to = append(to, m)
+				}
+			}
+			fb.mu.Unlock()
+			for _, m := range to {
+				fb.mu.Lock()
+				fb.deliveries++
+				n := fb.deliveries
+				fb.mu.Unlock()
+				if fb.dropEvery > 0 && n%fb.dropEvery == 0 {
+					continue
+				}
+				m.send(msg)
+				if fb.dupEvery > 0 && n%fb.dupEvery == 0 {
+					m.send(msg)
+				}
+			}
+		}
+	}
+}
+
+// shortRun keeps every test run to about a second and a half under the race detector. The drain
+// ends as soon as everything expected has arrived, so its length only costs time where messages
+// are lost on purpose; it is long so that a busy machine cannot turn slowness into "loss".
+func shortRun(addr, scenario string) Config {
+	return Config{
+		Addr: addr, Scenario: scenario,
+		Warmup: 200 * time.Millisecond, Duration: 800 * time.Millisecond, Drain: 3 * time.Second,
+		ConnectTimeout: 5 * time.Second,
+	}
+}
+
+func TestFanoutNoLoss(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{})
+	cfg := shortRun(addr, ScenarioFanout)
+	cfg.Subs, cfg.Pubs, cfg.Rate = 5, 2, 400
+	cfg.Logf = t.Logf
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	// About 400 msg/s over 0.8 s; the scheduler under -race may run a little short.
+	if res.Sent < 200 || res.Sent > 340 {
+		t.Errorf("sent %d in the window, want about 320", res.Sent)
+	}
+	if res.Expected != res.Sent*5 {
+		t.Errorf("expected %d deliveries, want sent*subs = %d", res.Expected, res.Sent*5)
+	}
+	if res.Lost != 0 || res.Dup != 0 || res.OutOfOrder != 0 || res.Unplanned != 0 {
+		t.Errorf("lost %d dup %d ooo %d unplanned %d, want all 0", res.Lost, res.Dup, res.OutOfOrder, res.Unplanned)
+	}
+	if res.Delivered != res.Expected {
+		t.Errorf("delivered %d, want %d", res.Delivered, res.Expected)
+	}
+	if res.Errors != 0 || res.Disconnects != 0 || res.PublishErrors != 0 {
+		t.Errorf("errors %d disconnects %d publish errors %d (%s)", res.Errors, res.Disconnects, res.PublishErrors, res.FirstError)
+	}
+	if res.P50Ms <= 0 || res.MaxMs < res.P99Ms || res.P99Ms < res.P50Ms {
+		t.Errorf("implausible latencies p50 %v p99 %v max %v", res.P50Ms, res.P99Ms, res.MaxMs)
+	}
+}
+
+func TestFanoutCountsLossAndDuplicates(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{dropEvery: 10, dupEvery: 7})
+	cfg := shortRun(addr, ScenarioFanout)
+	cfg.Subs, cfg.Pubs, cfg.Rate = 4, 1, 300
+	cfg.Drain = 500 * time.Millisecond // what was dropped never comes: do not wait long for it
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	// One delivery in ten is dropped, whether sent in the window or not.
+	want := float64(res.Expected) / 10
+	if float64(res.Lost) < 0.7*want || float64(res.Lost) > 1.3*want {
+		t.Errorf("lost %d of %d expected, want about %.0f", res.Lost, res.Expected, want)
+	}
+	if res.Dup == 0 {
+		t.Error("dup 0, want the duplicated deliveries counted")
+	}
+	if res.Delivered+res.Lost != res.Expected {
+		t.Errorf("delivered %d + lost %d != expected %d", res.Delivered, res.Lost, res.Expected)
+	}
+}
+
+func TestChannels(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{})
+	cfg := shortRun(addr, ScenarioChannels)
+	cfg.Channels, cfg.Subs, cfg.Rate = 20, 2, 400
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Conns != 60 {
+		t.Errorf("conns %d, want 20*(2+1)", res.Conns)
+	}
+	// Subscribers only hear their own channel's publisher: anything else would be unplanned.
+	if res.Expected != 2*res.Sent || res.Lost != 0 || res.Dup != 0 || res.Unplanned != 0 || res.Errors != 0 {
+		t.Errorf("sent %d expected %d lost %d dup %d unplanned %d errors %d",
+			res.Sent, res.Expected, res.Lost, res.Dup, res.Unplanned, res.Errors)
+	}
+}
+
+func TestIdleReportsRSSAndConnectRate(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{})
+	cfg := shortRun(addr, ScenarioIdle)
+	cfg.Conns, cfg.Hold = 50, 200*time.Millisecond
+	// The fake bus runs in this process, so our own pid stands in for the server's.
+	cfg.ServerPID = os.Getpid()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Conns != 50 || res.Channels != 1 || res.ConnectPerSec <= 0 {
+		t.Errorf("conns %d channels %d connect/s %v", res.Conns, res.Channels, res.ConnectPerSec)
+	}
+	if res.RSSBeforeBytes <= 0 || res.RSSAfterBytes <= 0 {
+		t.Errorf("RSS before %d after %d, want both read", res.RSSBeforeBytes, res.RSSAfterBytes)
+	}
+	if res.Errors != 0 || res.Disconnects != 0 {
+		t.Errorf("errors %d disconnects %d: %s", res.Errors, res.Disconnects, res.FirstError)
+	}
+}
+
+func TestSetupFailsClearly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	cfg := shortRun(addr, ScenarioFanout)
+	cfg.Subs, cfg.Pubs = 3, 1
+	_, err = Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "setting up subscribers") {
+		t.Fatalf("err = %v, want a set-up failure", err)
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	c, err := Config{Scenario: ScenarioChannels}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Channels != 1000 || c.Subs != 1 || c.Pubs != 1 || c.Rate != 10000 || c.TotalConns() != 2000 {
+		t.Errorf("channels defaults: %+v", c)
+	}
+	if _, err := (Config{Scenario: ScenarioIdle, Conns: 19501}).Normalize(); err == nil ||
+		!strings.Contains(err.Error(), "several") {
+		t.Errorf("19501 connections: err = %v, want a clear refusal", err)
+	}
+	if _, err := (Config{Scenario: "nope"}).Normalize(); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+	if ips, err := ParseSrcIPs("127.0.0.2, 127.0.0.3"); err != nil || len(ips) != 2 || !ips[1].Equal(net.IPv4(127, 0, 0, 3)) {
+		t.Errorf("ParseSrcIPs = %v, %v", ips, err)
+	}
+	if _, err := ParseSrcIPs("10.0.0.1"); err == nil {
+		t.Error("non-loopback source address accepted")
+	}
+	if ips := AutoSrcIPs(45000); len(ips) != 3 || !ips[2].Equal(net.IPv4(127, 0, 0, 3)) {
+		t.Errorf("AutoSrcIPs(45000) = %v", ips)
+	}
+}
+
+func TestSourceAddressSpread(t *testing.T) {
+	// Connections bound to 127.0.0.2 and 127.0.0.3 (IP_BIND_ADDRESS_NO_PORT on) still work.
+	addr := startFakeBus(t, &fakeBus{})
+	cfg := shortRun(addr, ScenarioIdle)
+	cfg.Conns, cfg.Hold = 6, 10*time.Millisecond
+	cfg.SrcIPs = []net.IP{net.IPv4(127, 0, 0, 2), net.IPv4(127, 0, 0, 3)}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Disconnects != 0 || res.Errors != 0 {
+		t.Errorf("%+v", res)
+	}
+}
+
+func TestParseEvent(t *testing.T) {
+	msg := []byte(`{"version":"1.0","id":"arq_m_3_17","type":"event","room":"perf","channel":"fan","from":"x",` +
+		`"timestamp":"2025-01-01T00:00:00.000Z","payload":{"t":1700000000123456789,"p":3,"s":17},"metadata":{"t":1,"p":2,"s":3}}`)
+	tm, p, s, ok := parseEvent(msg)
+	if !ok || tm != 1700000000123456789 || p != 3 || s != 17 {
+		t.Errorf("parseEvent = %d %d %d %v", tm, p, s, ok)
+	}
+	if string(envType(msg)) != "event" {
+		t.Errorf("envType = %q", envType(msg))
+	}
+	// Spaces after colons, as a re-encoding server might write.
+	if tm, p, s, ok := parseEvent([]byte(`{"type": "event", "payload": {"t": 5, "p": 0, "s": 9}}`)); !ok || tm != 5 || p != 0 || s != 9 {
+		t.Errorf("spaced: %d %d %d %v", tm, p, s, ok)
+	}
+	// Out of int64 range or too long: not ours.
+	if _, _, _, ok := parseEvent([]byte(`{"payload":{"t":9223372036854775808,"p":0,"s":9}}`)); ok {
+		t.Error("t past int64 accepted")
+	}
+	if _, _, _, ok := parseEvent([]byte(`{"payload":{"t":1,"p":00000000000000000001,"s":9}}`)); ok {
+		t.Error("20-digit number accepted")
+	}
+	if tm, _, _, ok := parseEvent([]byte(`{"payload":{"t":9223372036854775807,"p":0,"s":9}}`)); !ok || tm != math.MaxInt64 {
+		t.Error("max int64 rejected")
+	}
+	// Not one of ours: no t/p/s in the payload, even if metadata has them.
+	if _, _, _, ok := parseEvent([]byte(`{"type":"event","payload":{"message":"hi"},"metadata":{"t":1,"p":2,"s":3}}`)); ok {
+		t.Error("foreign event parsed as ours")
+	}
+	errMsg := []byte(`{"type":"error","payload":{"request_id":"arq_1","code":"FORBIDDEN","status":403,"message":"not a \"member\""}}`)
+	if got := errorText(errMsg); got != `FORBIDDEN: not a \"member\"` {
+		t.Errorf("errorText = %q", got)
+	}
+	if st := stringField(errMsg, keyStatus); st != nil {
+		t.Errorf("numeric status read as string %q", st)
+	}
+}
+
+func TestSeqTrack(t *testing.T) {
+	tr := seqTrack{maxSeq: -1}
+	var dups, ooos int
+	for _, s := range []int64{0, 1, 2, 2, 5, 3, 200, 1, 4} {
+		d, o := tr.observe(s)
+		if d {
+			dups++
+		}
+		if o {
+			ooos++
+		}
+	}
+	if dups != 2 || ooos != 2 || tr.unique() != 7 {
+		t.Errorf("dups %d ooo %d unique %d, want 2 2 7", dups, ooos, tr.unique())
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	rss, err := parseVmRSS([]byte("Name:\tarqonbus\nVmPeak:\t  999 kB\nVmRSS:\t   1234 kB\nThreads: 4\n"))
+	if err != nil || rss != 1234*1024 {
+		t.Errorf("parseVmRSS = %d, %v", rss, err)
+	}
+	if _, err := parseVmRSS([]byte("Name:\tzombie\n")); err == nil {
+		t.Error("missing VmRSS accepted")
+	}
+}
+
+func TestSummarizeMedians(t *testing.T) {
+	rs := []Result{
+		{Scenario: "fanout", Params: "a", Runs: 1, P99Ms: 9, Lost: 0, SentPerSec: 100},
+		{Scenario: "idle", Params: "b", Runs: 1, RSSPerConnBytes: 5000},
+		{Scenario: "fanout", Params: "a", Runs: 1, P99Ms: 1, Lost: 7, SentPerSec: 300, FirstError: "x"},
+		{Scenario: "fanout", Params: "a", Runs: 1, P99Ms: 3, Lost: 1, SentPerSec: 200},
+	}
+	sum := Summarize(rs)
+	if len(sum) != 2 || sum[0].Scenario != "fanout" || sum[1].Scenario != "idle" {
+		t.Fatalf("groups %+v", sum)
+	}
+	f := sum[0]
+	if f.Runs != 3 || f.P99Ms != 3 || f.Lost != 1 || f.SentPerSec != 200 || f.FirstError != "x" {
+		t.Errorf("medians %+v", f)
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, sum); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "p99.9 ms") || strings.Count(b.String(), "\n") != 3 {
+		t.Errorf("table:\n%s", b.String())
+	}
+	var lines strings.Builder
+	for _, r := range rs {
+		j, _ := json.Marshal(r)
+		lines.Write(j)
+		lines.WriteString("\n\n")
+	}
+	back, err := ReadResults(strings.NewReader(lines.String()))
+	if err != nil || len(back) != 4 || back[2].Lost != 7 {
+		t.Errorf("ReadResults = %v, %v", back, err)
+	}
+}

@@ -1,0 +1,207 @@
+package load
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+)
+
+// Result is what one run measured. Rates are over the measured window only; latencies are
+// receive time minus the publisher's send time, over deliveries sent inside the window.
+type Result struct {
+	Scenario string `json:"scenario"`
+	Params   string `json:"params"`
+	Runs     int    `json:"runs"` // runs this result summarises (medians when more than 1)
+
+	Subs      int     `json:"subs,omitempty"`
+	Pubs      int     `json:"pubs,omitempty"`
+	Channels  int     `json:"channels,omitempty"`
+	Conns     int     `json:"conns"`
+	Rate      float64 `json:"rate,omitempty"` // target messages/s over all publishers
+	WarmupS   float64 `json:"warmup_s,omitempty"`
+	DurationS float64 `json:"duration_s,omitempty"`
+
+	Sent            int64   `json:"sent"` // messages sent in the window
+	SentPerSec      float64 `json:"sent_per_s"`
+	Expected        int64   `json:"expected"`  // deliveries due: each message times the subscribers of its channel
+	Delivered       int64   `json:"delivered"` // unique deliveries of window messages
+	DeliveredPerSec float64 `json:"delivered_per_s"`
+	P50Ms           float64 `json:"p50_ms"`
+	P99Ms           float64 `json:"p99_ms"`
+	P999Ms          float64 `json:"p999_ms"`
+	MaxMs           float64 `json:"max_ms"`
+	SendLagMaxMs    float64 `json:"send_lag_max_ms"` // worst publisher lateness against its schedule
+
+	Lost          int64  `json:"lost"`
+	Dup           int64  `json:"dup"`
+	OutOfOrder    int64  `json:"out_of_order"`
+	Unplanned     int64  `json:"unplanned"` // events not from the subscriber's publishers
+	Errors        int64  `json:"errors"`    // error envelopes received
+	Disconnects   int64  `json:"disconnects"`
+	PublishErrors int64  `json:"publish_errors"`
+	FirstError    string `json:"first_error,omitempty"`
+
+	ConnectS        float64 `json:"connect_s"`
+	ConnectPerSec   float64 `json:"connect_per_s"` // connections dialled, upgraded and joined per second
+	RSSBeforeBytes  int64   `json:"rss_before_bytes,omitempty"`
+	RSSAfterBytes   int64   `json:"rss_after_bytes,omitempty"`
+	RSSPerConnBytes float64 `json:"rss_per_conn_bytes,omitempty"`
+}
+
+func (r *Result) addStats(s *connStats) {
+	r.Errors += s.errors
+	if s.firstError != "" {
+		r.noteFirst(s.firstError)
+	}
+	if s.disconnected {
+		r.Disconnects++
+		if s.readErr != nil {
+			r.noteFirst("disconnected: " + s.readErr.Error())
+		}
+	}
+}
+
+func (r *Result) noteFirst(s string) {
+	if r.FirstError == "" {
+		r.FirstError = s
+	}
+}
+
+// ReadRSS returns the resident set size of process pid in bytes, from /proc/<pid>/status.
+func ReadRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("reading the server's RSS: %w", err)
+	}
+	return parseVmRSS(b)
+}
+
+func parseVmRSS(status []byte) (int64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		line := sc.Bytes()
+		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) != 2 || string(f[1]) != "kB" {
+			return 0, fmt.Errorf("unexpected VmRSS line %q", line)
+		}
+		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unexpected VmRSS line %q", line)
+		}
+		return kb * 1024, nil
+	}
+	return 0, errNoRSS
+}
+
+// WriteTable prints results as an aligned table, one row each. Columns that do not apply to a
+// scenario show "-".
+func WriteTable(w io.Writer, results []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tparams\truns\tsent/s\tdeliv/s\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tlost\tdup\tooo\terrors\tdisc\tconn/s\tRSS B/conn\t")
+	for _, r := range results {
+		traffic := r.Scenario != ScenarioIdle
+		rss := "-"
+		if r.RSSAfterBytes > 0 {
+			rss = fmt.Sprintf("%.0f", r.RSSPerConnBytes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t\n",
+			r.Scenario, r.Params, r.Runs,
+			num(traffic, "%.0f", r.SentPerSec), num(traffic, "%.0f", r.DeliveredPerSec),
+			num(traffic, "%.2f", r.P50Ms), num(traffic, "%.2f", r.P99Ms), num(traffic, "%.2f", r.P999Ms), num(traffic, "%.2f", r.MaxMs),
+			num(traffic, "%.0f", float64(r.Lost)), num(traffic, "%.0f", float64(r.Dup)), num(traffic, "%.0f", float64(r.OutOfOrder)),
+			r.Errors, r.Disconnects+r.PublishErrors, r.ConnectPerSec, rss)
+	}
+	return tw.Flush()
+}
+
+func num(show bool, format string, v float64) string {
+	if !show {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// ReadResults reads results written one JSON object per line (blank lines are skipped).
+func ReadResults(r io.Reader) ([]Result, error) {
+	var out []Result
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var res Result
+		if err := json.Unmarshal(line, &res); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		out = append(out, res)
+	}
+	return out, sc.Err()
+}
+
+// Summarize groups results by scenario and params (in order of first appearance) and gives, for
+// each group, the median of every numeric column taken separately: a median run is robust to one
+// run disturbed by the other work on this shared machine. Runs says how many were combined.
+func Summarize(results []Result) []Result {
+	type key struct{ scenario, params string }
+	var order []key
+	groups := map[key][]Result{}
+	for _, r := range results {
+		k := key{r.Scenario, r.Params}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	out := make([]Result, 0, len(order))
+	for _, k := range order {
+		out = append(out, median(groups[k]))
+	}
+	return out
+}
+
+func median(rs []Result) Result {
+	m := rs[0]
+	mv := reflect.ValueOf(&m).Elem()
+	for f := range mv.NumField() {
+		field := mv.Field(f)
+		switch field.Kind() {
+		case reflect.Float64:
+			vals := make([]float64, len(rs))
+			for i := range rs {
+				vals[i] = reflect.ValueOf(rs[i]).Field(f).Float()
+			}
+			slices.Sort(vals)
+			n := len(vals)
+			field.SetFloat((vals[(n-1)/2] + vals[n/2]) / 2)
+		case reflect.Int, reflect.Int64:
+			vals := make([]int64, len(rs))
+			for i := range rs {
+				vals[i] = reflect.ValueOf(rs[i]).Field(f).Int()
+			}
+			slices.Sort(vals)
+			n := len(vals)
+			field.SetInt((vals[(n-1)/2] + vals[n/2]) / 2)
+		}
+	}
+	m.Runs = len(rs)
+	for _, r := range rs {
+		if r.FirstError != "" {
+			m.FirstError = r.FirstError
+			break
+		}
+	}
+	return m
+}

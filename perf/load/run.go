@@ -1,0 +1,567 @@
+package load
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Read buffer sizes: subscribers read a stream of small frames, so a large buffer means fewer
+// read syscalls; idle connections read two messages in their life and should cost us little.
+const (
+	subReadBuf  = 32 << 10
+	pubReadBuf  = 16 << 10
+	idleReadBuf = 512
+)
+
+// maxBatch bounds the frames a publisher writes at once when catching up on its schedule.
+const maxBatch = 256
+
+// startDelay lets every publisher goroutine be scheduled before the common start time, so that
+// the first messages are not all late.
+const startDelay = 50 * time.Millisecond
+
+// Run executes one scenario and returns its measurements. It ends by itself: every phase has a
+// deadline, and cancelling ctx cuts it short (the result is then an error).
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	cfg, err := cfg.Normalize()
+	if err != nil {
+		return Result{}, err
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	var tag [3]byte
+	if _, err := rand.Read(tag[:]); err != nil {
+		return Result{}, err
+	}
+	r := &runner{
+		cfg: cfg,
+		// A tag per run keeps client ids and channels apart from earlier runs on the same server.
+		tag: hex.EncodeToString(tag[:]),
+		d:   &dialer{addr: cfg.Addr, srcIPs: cfg.SrcIPs, timeout: cfg.ConnectTimeout},
+	}
+	if cfg.Scenario == ScenarioIdle {
+		return r.idle(ctx)
+	}
+	return r.traffic(ctx)
+}
+
+type runner struct {
+	cfg Config
+	tag string
+	d   *dialer
+	// joins numbers join commands so that each has its own id.
+	joins atomic.Int64
+}
+
+// connSpec is what one connection is set up as.
+type connSpec struct {
+	id      string
+	channel string
+	readBuf int
+}
+
+// connectAll sets up every connection (dial, welcome, join) with bounded concurrency, calling
+// ready for each as soon as it is joined. On the first failure it stops, closes what it opened
+// and returns that error.
+func (r *runner) connectAll(ctx context.Context, specs []connSpec, ready func(i int, c *conn)) ([]*conn, error) {
+	conns := make([]*conn, len(specs))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(r.cfg.ConnectConcurrency, len(specs)) {
+		wg.Go(func() {
+			for i := range work {
+				if ctx.Err() != nil {
+					continue
+				}
+				c, err := r.connectOne(ctx, specs[i])
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				conns[i] = c
+				if ready != nil {
+					ready(i, c)
+				}
+			}
+		})
+	}
+feed:
+	for i := range specs {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.close()
+			}
+		}
+		return nil, err
+	}
+	return conns, nil
+}
+
+func (r *runner) connectOne(ctx context.Context, sp connSpec) (*conn, error) {
+	c, err := r.d.dial(ctx, sp.id, sp.readBuf)
+	if err != nil {
+		return nil, err
+	}
+	// A cancelled run must not wait for this connection's own timeout.
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	joinID := "arq_j_" + strconv.FormatInt(r.joins.Add(1), 10)
+	if err := c.setup(r.cfg.Room, sp.channel, joinID, time.Now().Add(r.cfg.ConnectTimeout)); err != nil {
+		c.nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// connStats is what every connection's reader counts besides events.
+type connStats struct {
+	errors       int64  // error envelopes received
+	firstError   string // the first of them, for the report
+	disconnected bool   // the connection ended without us closing it
+	readErr      error
+}
+
+func (s *connStats) noteOther(msg []byte) {
+	if string(envType(msg)) == "error" {
+		s.errors++
+		if s.firstError == "" {
+			s.firstError = errorText(msg)
+		}
+	}
+}
+
+func (s *connStats) noteEnd(c *conn, err error) {
+	if !c.closing.Load() {
+		s.disconnected = true
+		s.readErr = err
+	}
+}
+
+// sink reads a connection whose deliveries are not measured (publishers, idle connections): it
+// keeps the socket drained, answers pings and counts errors.
+type sink struct {
+	c *conn
+	connStats
+}
+
+func (k *sink) run() {
+	for {
+		msg, err := k.c.readMessage()
+		if err != nil {
+			k.noteEnd(k.c, err)
+			return
+		}
+		k.noteOther(msg)
+	}
+}
+
+// subscriber reads one measured connection. Its fields other than counted belong to its reader
+// goroutine until that ends.
+type subscriber struct {
+	c *conn
+	connStats
+
+	pubBase     int64 // publishers of this subscriber's channel are pubBase..pubBase+len(tracks)-1
+	tracks      []seqTrack
+	seqLimit    int64 // sequence numbers at or above it cannot have been sent
+	windowStart int64 // unix ns: events sent before it are warm-up
+
+	counted   atomic.Int64 // unique events sent in the window (read by the drain wait)
+	dup       int64
+	ooo       int64
+	unplanned int64 // events that are not from this channel's publishers or not ours at all
+
+	lat latRecorder
+}
+
+func (s *subscriber) run() {
+	defer s.lat.flush()
+	var now int64 // when the last read from the socket returned
+	for {
+		// The clock is read once per socket read, not per message: messages that came in the
+		// same read arrived together, and reading the clock per message cost about a tenth of
+		// the generator's CPU at a million deliveries per second.
+		reads := s.c.src.reads
+		msg, err := s.c.readMessage()
+		if err != nil {
+			s.noteEnd(s.c, err)
+			return
+		}
+		if s.c.src.reads != reads || now == 0 {
+			now = time.Now().UnixNano()
+		}
+		s.handle(msg, now)
+	}
+}
+
+func (s *subscriber) handle(msg []byte, now int64) {
+	if string(envType(msg)) != "event" {
+		s.noteOther(msg)
+		return
+	}
+	t, p, seq, ok := parseEvent(msg)
+	idx := p - s.pubBase
+	if !ok || idx < 0 || idx >= int64(len(s.tracks)) || seq < 0 || seq >= s.seqLimit {
+		s.unplanned++
+		return
+	}
+	dup, ooo := s.tracks[idx].observe(seq)
+	if t < s.windowStart {
+		return // warm-up: tracked, so that its repeats are recognised, but not counted
+	}
+	switch {
+	case dup:
+		s.dup++
+	case ooo:
+		s.ooo++
+		fallthrough
+	default:
+		s.counted.Add(1)
+		s.lat.add(time.Duration(now - t))
+	}
+}
+
+// publisher sends events on a fixed schedule, open loop: message k is due at start+phase+k/rate
+// whatever the server does, and a late publisher catches up by sending everything due at once.
+type publisher struct {
+	c       *conn
+	index   int64
+	room    string
+	channel string
+	rate    float64       // messages per second for this publisher
+	phase   time.Duration // offset that spreads publishers over one interval
+
+	sent       int64 // all messages sent
+	sentWindow int64 // messages sent with a timestamp inside the measured window
+	maxLag     time.Duration
+	err        error
+}
+
+func (p *publisher) due(k int64) time.Duration {
+	return p.phase + time.Duration(float64(k)/p.rate*float64(time.Second))
+}
+
+func (p *publisher) run(ctx context.Context, start, windowStart, end time.Time) {
+	var batch, js, ts []byte
+	wsNanos := windowStart.UnixNano()
+	var seq int64
+	for ctx.Err() == nil {
+		now := time.Now()
+		if !now.Before(end) {
+			return
+		}
+		var due int64 // messages whose time has come
+		if el := now.Sub(start) - p.phase; el >= 0 {
+			due = int64(el.Seconds()*p.rate) + 1
+		}
+		if n := min(due-seq, maxBatch); n > 0 {
+			p.maxLag = max(p.maxLag, now.Sub(start)-p.due(seq))
+			// One timestamp per batch: it is when these bytes leave, the latency's origin.
+			tn := now.UnixNano()
+			ts = now.UTC().AppendFormat(ts[:0], timestampLayout)
+			batch = batch[:0]
+			for range n {
+				js = p.appendEvent(js[:0], seq, tn, ts)
+				batch = appendFrame(batch, ws.OpText, js)
+				seq++
+			}
+			if err := p.c.write(batch); err != nil {
+				p.err = err
+				return
+			}
+			p.sent += n
+			if tn >= wsNanos {
+				p.sentWindow += n
+			}
+			if due > seq {
+				continue // still behind: no sleeping until caught up
+			}
+		}
+		if d := min(time.Until(start.Add(p.due(seq))), time.Until(end)); d > 0 {
+			time.Sleep(d)
+		}
+	}
+}
+
+func (p *publisher) appendEvent(dst []byte, seq, t int64, ts []byte) []byte {
+	dst = append(dst, `{"version":"1.0","id":"arq_m_`...)
+	dst = strconv.AppendInt(dst, p.index, 10)
+	dst = append(dst, '_')
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, `","type":"event","room":"`...)
+	dst = append(dst, p.room...)
+	dst = append(dst, `","channel":"`...)
+	dst = append(dst, p.channel...)
+	dst = append(dst, `","from":"`...)
+	dst = append(dst, p.c.id...)
+	dst = append(dst, `","timestamp":"`...)
+	dst = append(dst, ts...)
+	dst = append(dst, `","payload":{"t":`...)
+	dst = strconv.AppendInt(dst, t, 10)
+	dst = append(dst, `,"p":`...)
+	dst = strconv.AppendInt(dst, p.index, 10)
+	dst = append(dst, `,"s":`...)
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, `}}`...)
+	return dst
+}
+
+// traffic runs fanout (one channel) and channels (many channels): every channel has cfg.Pubs
+// publishers and cfg.Subs subscribers, and all publishers together send cfg.Rate messages/s.
+func (r *runner) traffic(ctx context.Context) (Result, error) {
+	cfg := r.cfg
+	res := Result{Scenario: cfg.Scenario, Params: cfg.Params(), Runs: 1,
+		Subs: cfg.Subs, Pubs: cfg.Pubs, Channels: cfg.Channels, Conns: cfg.TotalConns(),
+		Rate: cfg.Rate, WarmupS: cfg.Warmup.Seconds(), DurationS: cfg.Duration.Seconds()}
+
+	// The whole run's bound: set-up, the schedule, the drain, and slack for closing.
+	ctx, cancel := context.WithTimeout(ctx, 2*cfg.ConnectTimeout+cfg.Warmup+cfg.Duration+cfg.Drain+30*time.Second)
+	defer cancel()
+
+	nCh, perSub, perPub := cfg.Channels, cfg.Subs, cfg.Pubs
+	totalPubs := nCh * perPub
+	ratePer := cfg.Rate / float64(totalPubs)
+	// Upper bound on any sequence number; anything above it is garbage, not a reason to grow
+	// a bitmap without limit.
+	seqLimit := int64(math.Ceil(ratePer*(cfg.Warmup+cfg.Duration+time.Second).Seconds())) + maxBatch
+
+	chName := func(c int) string {
+		if cfg.Scenario == ScenarioFanout {
+			return "fan_" + r.tag
+		}
+		return "ch_" + r.tag + "_" + strconv.Itoa(c)
+	}
+	hists := newHistSet(nCh * perSub)
+	subs := make([]*subscriber, 0, nCh*perSub)
+	subSpecs := make([]connSpec, 0, nCh*perSub)
+	pubs := make([]*publisher, 0, totalPubs)
+	pubSpecs := make([]connSpec, 0, totalPubs)
+	for c := range nCh {
+		for range perSub {
+			i := len(subs)
+			subs = append(subs, &subscriber{
+				pubBase:  int64(c * perPub),
+				tracks:   make([]seqTrack, perPub),
+				seqLimit: seqLimit,
+				lat:      latRecorder{shard: hists.shard(i), buf: make([]int64, 0, latBatch)},
+			})
+			subSpecs = append(subSpecs, connSpec{id: fmt.Sprintf("ld%s_s%d", r.tag, i), channel: chName(c), readBuf: subReadBuf})
+		}
+		for range perPub {
+			i := len(pubs)
+			pubs = append(pubs, &publisher{
+				index: int64(i), room: cfg.Room, channel: chName(c), rate: ratePer,
+				phase: time.Duration(float64(i) / float64(totalPubs) / ratePer * float64(time.Second)),
+			})
+			pubSpecs = append(pubSpecs, connSpec{id: fmt.Sprintf("ld%s_p%d", r.tag, i), channel: chName(c), readBuf: pubReadBuf})
+		}
+	}
+	for _, s := range subs {
+		for i := range s.tracks {
+			s.tracks[i].maxSeq = -1
+		}
+	}
+
+	cfg.Logf("connecting %d subscribers and %d publishers to %s (%d channels, %d at a time)",
+		len(subs), len(pubs), cfg.Addr, nCh, cfg.ConnectConcurrency)
+	t0 := time.Now()
+	subConns, err := r.connectAll(ctx, subSpecs, nil)
+	if err != nil {
+		return res, fmt.Errorf("setting up subscribers: %w", err)
+	}
+	pubConns, err := r.connectAll(ctx, pubSpecs, nil)
+	if err != nil {
+		closeAll(subConns)
+		return res, fmt.Errorf("setting up publishers: %w", err)
+	}
+	res.ConnectS = time.Since(t0).Seconds()
+	res.ConnectPerSec = float64(res.Conns) / res.ConnectS
+	cfg.Logf("connected and joined %d connections in %.2fs (%.0f/s)", res.Conns, res.ConnectS, res.ConnectPerSec)
+
+	start := time.Now().Add(startDelay)
+	windowStart := start.Add(cfg.Warmup)
+	end := windowStart.Add(cfg.Duration)
+
+	// Readers start only now, once the window is known, so windowStart needs no synchronisation.
+	var readers sync.WaitGroup
+	for i, s := range subs {
+		s.c = subConns[i]
+		s.windowStart = windowStart.UnixNano()
+		readers.Go(s.run)
+	}
+	pubSinks := make([]*sink, len(pubs))
+	for i, p := range pubs {
+		p.c = pubConns[i]
+		pubSinks[i] = &sink{c: p.c}
+		readers.Go(pubSinks[i].run)
+	}
+
+	cfg.Logf("publishing %g msg/s from %d publishers: %s warm-up, then %s measured",
+		cfg.Rate, len(pubs), cfg.Warmup, cfg.Duration)
+	var pubWG sync.WaitGroup
+	for _, p := range pubs {
+		pubWG.Go(func() { p.run(ctx, start, windowStart, end) })
+	}
+	pubWG.Wait()
+
+	var expected int64
+	for _, s := range subs {
+		for j := range s.tracks {
+			expected += pubs[s.pubBase+int64(j)].sentWindow
+		}
+	}
+	cfg.Logf("publishing done; waiting up to %s for %d deliveries", cfg.Drain, expected)
+	drainEnd := time.Now().Add(cfg.Drain)
+	for time.Now().Before(drainEnd) && ctx.Err() == nil {
+		var got int64
+		for _, s := range subs {
+			got += s.counted.Load()
+		}
+		if got >= expected {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	closeAll(subConns)
+	closeAll(pubConns)
+	readers.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("run cut short: %w", err)
+	}
+
+	for _, p := range pubs {
+		res.Sent += p.sentWindow
+		res.SendLagMaxMs = max(res.SendLagMaxMs, ms(p.maxLag))
+		if p.err != nil {
+			res.PublishErrors++
+			res.noteFirst("publish: " + p.err.Error())
+		}
+	}
+	for _, k := range pubSinks {
+		res.addStats(&k.connStats)
+	}
+	res.Expected = expected
+	for _, s := range subs {
+		res.Delivered += s.counted.Load()
+		res.Dup += s.dup
+		res.OutOfOrder += s.ooo
+		res.Unplanned += s.unplanned
+		res.addStats(&s.connStats)
+	}
+	res.Lost = res.Expected - res.Delivered
+	res.SentPerSec = float64(res.Sent) / cfg.Duration.Seconds()
+	res.DeliveredPerSec = float64(res.Delivered) / cfg.Duration.Seconds()
+	h := hists.merged()
+	if h.TotalCount() > 0 {
+		res.P50Ms = usToMs(h.ValueAtQuantile(50))
+		res.P99Ms = usToMs(h.ValueAtQuantile(99))
+		res.P999Ms = usToMs(h.ValueAtQuantile(99.9))
+		res.MaxMs = usToMs(h.Max())
+	}
+	return res, nil
+}
+
+// idle opens cfg.Conns connections that join a channel and then sit, and reports the server's
+// resident memory growth per connection and how fast they were set up.
+func (r *runner) idle(ctx context.Context) (Result, error) {
+	cfg := r.cfg
+	res := Result{Scenario: cfg.Scenario, Params: cfg.Params(), Runs: 1,
+		Channels: cfg.Channels, Conns: cfg.Conns}
+	ctx, cancel := context.WithTimeout(ctx, 2*cfg.ConnectTimeout+time.Duration(cfg.Conns)*time.Millisecond+cfg.Hold+30*time.Second)
+	defer cancel()
+
+	var rssBefore int64
+	if cfg.ServerPID > 0 {
+		var err error
+		if rssBefore, err = ReadRSS(cfg.ServerPID); err != nil {
+			return res, err
+		}
+	}
+	specs := make([]connSpec, cfg.Conns)
+	for i := range specs {
+		specs[i] = connSpec{
+			id:      fmt.Sprintf("ld%s_i%d", r.tag, i),
+			channel: "idle_" + r.tag + "_" + strconv.Itoa(i%cfg.Channels),
+			readBuf: idleReadBuf,
+		}
+	}
+	cfg.Logf("connecting %d idle connections to %s over %d channels (%d at a time)",
+		cfg.Conns, cfg.Addr, cfg.Channels, cfg.ConnectConcurrency)
+	sinks := make([]*sink, cfg.Conns)
+	var readers sync.WaitGroup
+	t0 := time.Now()
+	conns, err := r.connectAll(ctx, specs, func(i int, c *conn) {
+		// Read from the start: the server may ping while the rest are still connecting.
+		sinks[i] = &sink{c: c}
+		readers.Go(sinks[i].run)
+	})
+	if err != nil {
+		readers.Wait()
+		return res, fmt.Errorf("setting up connections: %w", err)
+	}
+	res.ConnectS = time.Since(t0).Seconds()
+	res.ConnectPerSec = float64(cfg.Conns) / res.ConnectS
+	cfg.Logf("connected and joined %d connections in %.2fs (%.0f/s); holding %s",
+		cfg.Conns, res.ConnectS, res.ConnectPerSec, cfg.Hold)
+
+	select {
+	case <-time.After(cfg.Hold):
+	case <-ctx.Done():
+	}
+	if cfg.ServerPID > 0 && ctx.Err() == nil {
+		rssAfter, err := ReadRSS(cfg.ServerPID)
+		if err != nil {
+			closeAll(conns)
+			readers.Wait()
+			return res, err
+		}
+		res.RSSBeforeBytes, res.RSSAfterBytes = rssBefore, rssAfter
+		res.RSSPerConnBytes = float64(rssAfter-rssBefore) / float64(cfg.Conns)
+	}
+	closeAll(conns)
+	readers.Wait()
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("run cut short: %w", err)
+	}
+	for _, k := range sinks {
+		res.addStats(&k.connStats)
+	}
+	return res, nil
+}
+
+func closeAll(conns []*conn) {
+	for _, c := range conns {
+		if c != nil {
+			c.close()
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func usToMs(us int64) float64 { return float64(us) / 1000 }
+
+// errNoRSS is returned when /proc/<pid>/status has no VmRSS line (a zombie, or not Linux).
+var errNoRSS = errors.New("no VmRSS in /proc status")

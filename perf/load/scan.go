@@ -1,0 +1,162 @@
+package load
+
+import (
+	"bytes"
+	"math"
+)
+
+// The scanner below reads just the few fields the generator needs straight from the message
+// bytes. A full JSON decode of every delivery would cost the generator about as much CPU as the
+// server spends routing it, on the same two cores.
+
+var (
+	keyType      = []byte(`"type":`)
+	keyPayload   = []byte(`"payload":`)
+	keyRequestID = []byte(`"request_id":`)
+	keyStatus    = []byte(`"status":`)
+	keyMessage   = []byte(`"message":`)
+	keyCode      = []byte(`"code":`)
+	keyT         = []byte(`"t":`)
+	keyP         = []byte(`"p":`)
+	keyS         = []byte(`"s":`)
+)
+
+// envType returns the value of the first "type" field: the envelope's own for every envelope the
+// server sends, since "type" comes before "payload" in them and in ours.
+func envType(msg []byte) []byte {
+	return stringField(msg, keyType)
+}
+
+// stringField returns the string value after the first occurrence of key (which includes the
+// quotes and the colon), without unescaping; nil if absent or not a string.
+func stringField(msg, key []byte) []byte {
+	i := bytes.Index(msg, key)
+	if i < 0 {
+		return nil
+	}
+	rest := skipSpace(msg[i+len(key):])
+	if len(rest) == 0 || rest[0] != '"' {
+		return nil
+	}
+	rest = rest[1:]
+	for j := 0; j < len(rest); j++ {
+		switch rest[j] {
+		case '\\':
+			j++
+		case '"':
+			return rest[:j]
+		}
+	}
+	return nil
+}
+
+// intField parses the integer after the first occurrence of key in b.
+func intField(b, key []byte) (int64, bool) {
+	i := bytes.Index(b, key)
+	if i < 0 {
+		return 0, false
+	}
+	rest := skipSpace(b[i+len(key):])
+	neg := false
+	if len(rest) > 0 && rest[0] == '-' {
+		neg, rest = true, rest[1:]
+	}
+	v, _, ok := leadingInt(rest)
+	if neg {
+		v = -v
+	}
+	return v, ok
+}
+
+func skipSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
+	return b
+}
+
+// parseEvent extracts the generator's payload {"t":<send ns>,"p":<publisher>,"s":<seq>} from an
+// event. The search is confined to the payload object (flat, so its first '}' ends it) so that
+// whatever the server adds under metadata cannot be mistaken for it. Events are relayed as sent,
+// so the payload almost always reads exactly as written and is parsed in one pass; anything else
+// (spaces, another order) falls back to searching for each key.
+func parseEvent(msg []byte) (t, p, s int64, ok bool) {
+	i := bytes.Index(msg, keyPayload)
+	if i < 0 {
+		return 0, 0, 0, false
+	}
+	body := msg[i+len(keyPayload):]
+	if t, p, s, ok = parseExactPayload(body); ok {
+		return t, p, s, true
+	}
+	if end := bytes.IndexByte(body, '}'); end >= 0 {
+		body = body[:end+1]
+	}
+	var okT, okP, okS bool
+	t, okT = intField(body, keyT)
+	p, okP = intField(body, keyP)
+	s, okS = intField(body, keyS)
+	return t, p, s, okT && okP && okS
+}
+
+var (
+	exactT = []byte(`{"t":`)
+	exactP = []byte(`,"p":`)
+	exactS = []byte(`,"s":`)
+)
+
+// parseExactPayload parses b if it starts with {"t":N,"p":N,"s":N} exactly as written.
+func parseExactPayload(b []byte) (t, p, s int64, ok bool) {
+	if b, ok = bytes.CutPrefix(b, exactT); !ok {
+		return
+	}
+	if t, b, ok = leadingInt(b); !ok {
+		return
+	}
+	if b, ok = bytes.CutPrefix(b, exactP); !ok {
+		return
+	}
+	if p, b, ok = leadingInt(b); !ok {
+		return
+	}
+	if b, ok = bytes.CutPrefix(b, exactS); !ok {
+		return
+	}
+	if s, b, ok = leadingInt(b); !ok {
+		return
+	}
+	if len(b) == 0 || b[0] != '}' {
+		return 0, 0, 0, false
+	}
+	return t, p, s, true
+}
+
+// leadingInt parses the non-negative integer at the start of b and returns the rest. Send times
+// in nanoseconds take 19 digits; more, or a value past int64, is not ours.
+func leadingInt(b []byte) (v int64, rest []byte, ok bool) {
+	var u uint64 // 19 digits fit in a uint64 whatever they are
+	j := 0
+	for ; j < len(b) && b[j] >= '0' && b[j] <= '9'; j++ {
+		if j == 19 {
+			return 0, b, false
+		}
+		u = u*10 + uint64(b[j]-'0')
+	}
+	if j == 0 || u > math.MaxInt64 {
+		return 0, b, false
+	}
+	return int64(u), b[j:], true
+}
+
+// errorText summarises an error envelope as "CODE: message" for reports.
+func errorText(msg []byte) string {
+	code := stringField(msg, keyCode)
+	text := stringField(msg, keyMessage)
+	if code == nil && text == nil {
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
+		return string(msg)
+	}
+	return string(code) + ": " + string(text)
+}
