@@ -1,0 +1,47 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigPrecedence(t *testing.T) {
+	c, err := parseConfig(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Host != "127.0.0.1" || c.Port != 9100 || c.TelemetryPort != 9101 || c.HTTPPort != 8080 || c.MaxMessageSize != 1<<20 || c.MaxConnections <= 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c, err = parseConfig([]string{"--port", "9200"}, env(map[string]string{"ARQONBUS_PORT": "9300", "ARQONBUS_HTTP_PORT": "8081", "ARQONBUS_IDLE_TIMEOUT": "90s"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != 9200 || c.HTTPPort != 8081 || c.IdleTimeout != 90*time.Second {
+		t.Fatalf("flag over env over default: %+v", c)
+	}
+}
+
+func TestConfigBadValueNamesTheOption(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"ARQONBUS_PORT": "http"}, "ARQONBUS_PORT"},
+		{[]string{"--max-message-size", "-1"}, nil, "--max-message-size"},
+		{nil, map[string]string{"ARQONBUS_PING_INTERVAL": "soon"}, "ARQONBUS_PING_INTERVAL"},
+		{nil, map[string]string{"ARQONBUS_REPLACE_DUPLICATE": "maybe"}, "ARQONBUS_REPLACE_DUPLICATE"},
+		{nil, map[string]string{"ARQONBUS_LOG_LEVEL": "loud"}, "ARQONBUS_LOG_LEVEL"},
+	}
+	for _, tc := range cases {
+		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v %v: error %v, want one line naming %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,306 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// echoHandler echoes text back; a few messages do something else, to test
+// the engine's edges.
+type echoHandler struct {
+	mu     sync.Mutex
+	opened int
+	closed int
+}
+
+func (h *echoHandler) Upgrade(_ *Conn, r *Request) error {
+	if r.Query.Get("refuse") != "" {
+		return &Reject{Status: http.StatusForbidden, Reason: "refused"}
+	}
+	return nil
+}
+
+func (h *echoHandler) Open(c *Conn) {
+	h.mu.Lock()
+	h.opened++
+	h.mu.Unlock()
+	c.Write(TextFrame([]byte("welcome")))
+}
+
+func (h *echoHandler) Message(c *Conn, msg []byte) {
+	switch {
+	case string(msg) == "panic":
+		panic("handler bug")
+	case bytes.HasPrefix(msg, []byte("flood:")):
+		n, _ := strconv.Atoi(string(msg[len("flood:"):]))
+		chunk := TextFrame(bytes.Repeat([]byte("f"), 16<<10))
+		for range n {
+			c.Send(chunk) // through the inbox, as fan-out does
+		}
+	default:
+		c.Write(TextFrame(msg))
+	}
+}
+
+func (h *echoHandler) Close(*Conn) {
+	h.mu.Lock()
+	h.closed++
+	h.mu.Unlock()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startServer(t *testing.T, cfg Config, h Handler) *Server {
+	t.Helper()
+	cfg.Addr = freeAddr(t)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New(cfg, h)
+	done := make(chan error, 1)
+	go func() { done <- s.Run() }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("server did not start: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("server did not start in time")
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Stop(ctx)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-ctx.Done():
+			t.Error("server did not stop")
+		}
+	})
+	return s
+}
+
+const upgradeRequest = "GET /?client_id=x HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+func dialRaw(t *testing.T, s *Server) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.cfg.Addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// readUpgrade reads the HTTP response off br.
+func readUpgrade(t *testing.T, br *bufio.Reader) *http.Response {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func readText(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	for {
+		h, err := ws.ReadHeader(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, h.Length)
+		if _, err := io.ReadFull(br, p); err != nil {
+			t.Fatal(err)
+		}
+		switch h.OpCode {
+		case ws.OpText:
+			return string(p)
+		case ws.OpClose:
+			t.Fatalf("closed: %v", p)
+		}
+	}
+}
+
+func TestHandshakeAndFramesInOneSegment(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	c := dialRaw(t, s)
+	seg := []byte(upgradeRequest)
+	seg = append(seg, clientFrame(true, ws.OpText, []byte("one"))...)
+	seg = append(seg, clientFrame(true, ws.OpText, []byte("two"))...)
+	if _, err := c.Write(seg); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	if resp := readUpgrade(t, br); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for _, want := range []string{"welcome", "one", "two"} {
+		if got := readText(t, br); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+}
+
+func TestRejectedUpgrade(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	c := dialRaw(t, s)
+	_, _ = c.Write([]byte(strings.Replace(upgradeRequest, "client_id=x", "refuse=1", 1)))
+	if resp := readUpgrade(t, bufio.NewReader(c)); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("status %d, want 403", resp.StatusCode)
+	}
+	c2 := dialRaw(t, s)
+	_, _ = c2.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) // not an upgrade
+	if resp := readUpgrade(t, bufio.NewReader(c2)); resp.StatusCode/100 != 4 {
+		t.Fatalf("status %d, want 4xx", resp.StatusCode)
+	}
+}
+
+func dialWS(t *testing.T, s *Server) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c := dialRaw(t, s)
+	_, _ = c.Write([]byte(upgradeRequest))
+	br := bufio.NewReader(c)
+	readUpgrade(t, br)
+	if got := readText(t, br); got != "welcome" {
+		t.Fatalf("got %q", got)
+	}
+	return c, br
+}
+
+func expectClose(t *testing.T, br *bufio.Reader, code ws.StatusCode) {
+	t.Helper()
+	for {
+		h, err := ws.ReadHeader(br)
+		if err != nil {
+			t.Fatalf("want close %d, got %v", code, err)
+		}
+		p := make([]byte, h.Length)
+		if _, err := io.ReadFull(br, p); err != nil {
+			t.Fatal(err)
+		}
+		if h.OpCode == ws.OpClose {
+			got, _ := ws.ParseCloseFrameData(p)
+			if got != code {
+				t.Fatalf("close code %d, want %d", got, code)
+			}
+			return
+		}
+	}
+}
+
+func TestPanicClosesOnlyThatConnection(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	bad, badR := dialWS(t, s)
+	good, goodR := dialWS(t, s)
+	_, _ = bad.Write(clientFrame(true, ws.OpText, []byte("panic")))
+	expectClose(t, badR, CloseInternalError)
+	_, _ = good.Write(clientFrame(true, ws.OpText, []byte("still here")))
+	if got := readText(t, goodR); got != "still here" {
+		t.Fatalf("got %q", got)
+	}
+	if s.Stats().Panics != 1 {
+		t.Fatalf("panics %d", s.Stats().Panics)
+	}
+}
+
+func TestSlowConsumerIsClosed(t *testing.T) {
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10}, &echoHandler{})
+	slow, _ := dialWS(t, s)
+	other, otherR := dialWS(t, s)
+	// 64 MiB towards a client that never reads: the kernel buffers take a few
+	// MiB, the rest must not pile up in the server.
+	for range 64 {
+		_, _ = slow.Write(clientFrame(true, ws.OpText, []byte("flood:64")))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().SlowConsumers == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("slow consumer was not closed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, _ = other.Write(clientFrame(true, ws.OpText, []byte("ok")))
+	if got := readText(t, otherR); got != "ok" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestConnectionCap(t *testing.T) {
+	s := startServer(t, Config{MaxConnections: 2}, &echoHandler{})
+	dialWS(t, s)
+	dialWS(t, s)
+	c := dialRaw(t, s)
+	_, _ = c.Write([]byte(upgradeRequest))
+	if resp := readUpgrade(t, bufio.NewReader(c)); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", resp.StatusCode)
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	s := startServer(t, Config{HandshakeTimeout: time.Second, PingInterval: time.Second, IdleTimeout: 3 * time.Second}, &echoHandler{})
+	// A connection that never sends its request is dropped.
+	silent := dialRaw(t, s)
+	start := time.Now()
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("handshake deadline: connection still open")
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("handshake deadline took %v", d)
+	}
+	// An upgraded connection that stays silent is pinged, then closed.
+	_, br := dialWS(t, s)
+	h, err := ws.ReadHeader(br)
+	if err != nil || h.OpCode != ws.OpPing {
+		t.Fatalf("want a ping, got %+v %v", h, err)
+	}
+	expectClose(t, br, CloseGoingAway)
+}
+
+// stubLoop runs posted work at once, on the caller: enough to drive
+// Deliver and the drain without sockets.
+type stubLoop struct{ gnetEventLoop }
+
+func BenchmarkDeliverDrain(b *testing.B) {
+	srv := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &echoHandler{})
+	l := newLoop(srv, &stubLoop{})
+	conns := make([]*Conn, 100)
+	for i := range conns {
+		conns[i] = &Conn{gc: &discardConn{}, loop: l, state: stateOpen}
+	}
+	frame := TextFrame(bytes.Repeat([]byte("m"), 180))
+	b.ReportAllocs()
+	for b.Loop() {
+		// One burst of 8 messages to 100 connections on one loop: one drain,
+		// one writev per connection.
+		for range 8 {
+			l.mu.Lock()
+			l.inbox = append(l.inbox, delivery{frame: frame, to: conns})
+			l.mu.Unlock()
+		}
+		_ = l.runDrain(context.Background())
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*800), "ns/delivery")
+}
