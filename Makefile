@@ -19,8 +19,8 @@ test-deps: ## install what the tests need (redis-server, chromium, Node packages
 	@bash scripts/install-test-deps.sh
 
 test: test-deps lint ## vet, gofmt, race-enabled tests, short fuzz runs
-	@echo "==> go test -race ./... (unit, integration with the real binary, Node and headless Chromium)"
-	$(GO) test -race -count=1 -timeout 8m ./...
+	@echo "==> go test -race ./... (unit; integration against the real binary, itself built with -race; Node; headless Chromium)"
+	ARQONBUS_E2E_RACE=1 $(GO) test -race -count=1 -timeout 8m ./...
 	@$(MAKE) --no-print-directory fuzz-short
 
 fuzz-short: ## a short run of each fuzz target (longer: make fuzz-short FUZZTIME=10m)
