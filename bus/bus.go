@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
 )
@@ -26,7 +27,20 @@ type Config struct {
 	ReplaceDuplicate bool          // a second connection with a live id replaces the first
 	AutoJoin         []fanout.Key  // channels every new connection joins
 	StorageMode      string        // reported by status
-	Logger           *slog.Logger
+
+	JWTSecret      string   // when set, every upgrade needs an HS256 token
+	AdminToken     string   // without JWT, admin_token=<this> grants admin
+	AllowedOrigins []string // when set, browser origins outside it are refused
+
+	RateLimit, RateBurst      float64 // messages a second per client (0: unlimited), and burst
+	CommandRate, CommandBurst float64 // commands a second per client, and burst
+	MaxSubscriptions          int     // channels one client may join
+	MaxPendingCommands        int     // commands one client may have in flight to handlers
+	CommandTimeout            time.Duration
+	MaxBlockingCommands       int // commands waiting on storage at once
+	History                   commands.HistoryReader
+
+	Logger *slog.Logger
 }
 
 // Bus is the engine.Handler of the client port.
@@ -38,6 +52,11 @@ type Bus struct {
 	started time.Time
 	engine  *engine.Server // for its counters; set by AttachEngine
 	stats   stats
+
+	builtins *commands.Set
+	deps     *commands.Deps
+	pending  *commands.Pending
+	blocking chan struct{} // slots for commands running off the loops
 }
 
 // New makes a bus routing through hub.
@@ -54,6 +73,15 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = 5 * time.Second
+	}
+	if cfg.MaxPendingCommands <= 0 {
+		cfg.MaxPendingCommands = 100
+	}
+	if cfg.MaxBlockingCommands <= 0 {
+		cfg.MaxBlockingCommands = 256
+	}
 	b := &Bus{
 		cfg:     cfg,
 		hub:     hub,
@@ -62,6 +90,10 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 		started: time.Now(),
 	}
 	b.stats.init()
+	b.builtins = commands.Builtins(cfg.History)
+	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, Status: b.status}
+	b.pending = commands.NewPending(cfg.CommandTimeout, b.commandTimedOut)
+	b.blocking = make(chan struct{}, cfg.MaxBlockingCommands)
 	return b
 }
 

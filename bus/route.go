@@ -7,6 +7,7 @@ import (
 	"github.com/bytedance/sonic"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
 )
@@ -27,9 +28,9 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 		b.reject(s, env, withField(codec.Forbidden("clients may not send "+env.Type.String()+" envelopes"), "type"))
 		return
 	}
-	if env.From != s.id {
+	if env.From != s.ID() {
 		if !s.claimable {
-			b.reject(s, env, withField(codec.Forbidden("from must be your client id "+s.id), "from"))
+			b.reject(s, env, withField(codec.Forbidden("from must be your client id "+s.ID()), "from"))
 			return
 		}
 		if e := b.claim(s, env.From); e != nil {
@@ -39,17 +40,31 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 	}
 	s.claimable = false
 
+	// Rate limits are flow control, not violations: refused, not counted.
+	now := time.Now().UnixNano()
+	if env.Type == codec.TypeCommand {
+		if ok, wait := s.commands.take(now, b.cfg.CommandRate, b.cfg.CommandBurst); !ok {
+			b.stats.rateLimited.Add(1)
+			b.sendError(s, env, rateLimited("command", wait))
+			return
+		}
+	} else if ok, wait := s.messages.take(now, b.cfg.RateLimit, b.cfg.RateBurst); !ok {
+		b.stats.rateLimited.Add(1)
+		b.sendError(s, env, rateLimited("message", wait))
+		return
+	}
+
 	switch env.Type {
 	case codec.TypeEvent:
 		b.publish(s, env, msg)
 	case codec.TypePrivate:
 		b.private(s, env, msg)
 	case codec.TypeCommand:
-		b.command(s, env)
+		b.command(s, env, msg)
+	case codec.TypeCommandResponse:
+		b.commandResponse(s, env, msg)
 	case codec.TypeTelemetry:
 		b.telemetry(s, env, msg)
-	case codec.TypeCommandResponse:
-		b.reject(s, env, codec.NotFound("no pending command with that request_id"))
 	}
 }
 
@@ -61,9 +76,11 @@ func (b *Bus) publish(s *session, env *codec.Envelope, msg []byte) {
 		b.reject(s, env, codec.Forbidden("join "+k.String()+" before publishing to it"))
 		return
 	}
-	seq, members := ch.Publish(engine.TextFrame(msg), s.conn)
+	s.attrs.reset(env)
+	seq, delivered := ch.Publish(engine.TextFrame(msg), s.conn, &s.attrs)
+	s.attrs.reset(nil)
 	if wantsAck(env.Metadata) {
-		b.respond(s, env, ackResult(members-1, seq))
+		b.respond(s, env, ackResult(delivered, seq))
 	}
 }
 
@@ -75,7 +92,7 @@ func (b *Bus) private(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	if !b.hub.SendTo(target, engine.TextFrame(msg)) {
-		b.reject(s, env, withField(codec.TargetNotFound("client "+target+" is not connected"), "payload.target"))
+		b.sendError(s, env, withField(codec.TargetNotFound("client "+target+" is not connected"), "payload.target"))
 		return
 	}
 	b.stats.privates.Add(1)
@@ -84,10 +101,113 @@ func (b *Bus) private(s *session, env *codec.Envelope, msg []byte) {
 	}
 }
 
+// command sends a command to a member that serves it on the target channel,
+// or runs the built-in of that name.
+func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
+	cmd, cerr := codec.DecodeCommand(env.Payload)
+	if cerr != nil {
+		b.reject(s, env, cerr)
+		return
+	}
+	b.stats.commands.Add(1)
+	if ch := b.hub.Channel(fanout.Key{Room: env.Room, Channel: env.Channel}); ch != nil {
+		if h := ch.PickHandler(cmd.Command); h != nil {
+			b.forward(s, env, msg, h)
+			return
+		}
+	}
+	builtin := b.builtins.Get(cmd.Command)
+	if builtin == nil {
+		b.stats.commandErrors.Add(1)
+		b.sendError(s, env, withField(codec.CommandNotFound("no built-in or handler for command "+quote(cmd.Command)+" on "+env.Room+":"+env.Channel), "payload.command"))
+		return
+	}
+	req := &commands.Request{Env: env, Name: cmd.Command, Params: cmd.Parameters}
+	if builtin.Blocking {
+		b.runBlocking(s, builtin, req)
+		return
+	}
+	result, cerr := commands.Run(builtin, b.deps, s, req)
+	if cerr != nil {
+		b.stats.commandErrors.Add(1)
+		b.sendError(s, env, cerr)
+		return
+	}
+	b.respond(s, env, result)
+}
+
+// runBlocking runs a command that may wait on a store off the event loop;
+// its answer goes back through the connection's inbox.
+func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Request) {
+	select {
+	case b.blocking <- struct{}{}:
+	default:
+		b.stats.commandErrors.Add(1)
+		b.sendError(s, req.Env, codec.Unavailable("too many commands waiting on storage; retry shortly"))
+		return
+	}
+	if cmd.AdminOnly && !s.admin {
+		<-b.blocking
+		b.sendError(s, req.Env, codec.Forbidden(cmd.Name+" needs an admin client"))
+		return
+	}
+	conn := s.conn
+	go func() {
+		defer func() { <-b.blocking }()
+		result, cerr := cmd.Run(b.deps, nil, req)
+		if cerr != nil {
+			b.stats.commandErrors.Add(1)
+			b.sendErrorTo(conn, req.Env.Room, req.Env.Channel, req.Env.ID, cerr)
+			return
+		}
+		conn.Send(b.responseFrame(req.Env, result))
+	}()
+}
+
+// forward hands a command, as sent, to the handler h and remembers who asked.
+func (b *Bus) forward(s *session, env *codec.Envelope, msg []byte, h *engine.Conn) {
+	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, Handler: h}
+	ok, full := b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands))
+	switch {
+	case full:
+		b.stats.rateLimited.Add(1)
+		b.sendError(s, env, codec.RateLimited("too many commands in flight; wait for answers", int64(b.cfg.CommandTimeout/time.Millisecond)))
+		return
+	case !ok:
+		b.sendError(s, env, withField(codec.Conflict("a command with this id is already in flight to that handler"), "id"))
+		return
+	}
+	b.stats.forwarded.Add(1)
+	h.Send(engine.TextFrame(msg))
+}
+
+// commandResponse routes a handler's answer to the requester alone.
+func (b *Bus) commandResponse(s *session, env *codec.Envelope, msg []byte) {
+	var p struct {
+		RequestID string `json:"request_id"`
+	}
+	_ = sonic.ConfigDefault.Unmarshal(env.Payload, &p) // codec checked it is a string
+	f := b.pending.Resolve(s.conn, p.RequestID)
+	if f == nil {
+		b.reject(s, env, withField(codec.NotFound("no command "+quote(p.RequestID)+" is awaiting your response"), "payload.request_id"))
+		return
+	}
+	if !f.Requester.Closed() {
+		f.Requester.Send(engine.TextFrame(msg))
+	}
+}
+
+// commandTimedOut answers a requester whose handler did not. Timer goroutine.
+func (b *Bus) commandTimedOut(f *commands.Inflight) {
+	b.stats.commandTimeouts.Add(1)
+	b.sendErrorTo(f.Requester, f.Room, f.Channel, f.RequestID,
+		codec.Timeout("no command_response within "+b.cfg.CommandTimeout.String()))
+}
+
 // telemetry re-broadcasts a client's telemetry on the telemetry stream.
 func (b *Bus) telemetry(s *session, env *codec.Envelope, msg []byte) {
 	if ch := b.hub.Channel(TelemetryChannel); ch != nil {
-		ch.Publish(engine.TextFrame(msg), s.conn)
+		ch.Publish(engine.TextFrame(msg), s.conn, nil)
 	}
 }
 
@@ -139,20 +259,36 @@ func (b *Bus) sendError(s *session, env *codec.Envelope, e *codec.Error) {
 			e.RequestID = env.ID
 		}
 	}
+	s.conn.Write(b.errorFrame(room, channel, e))
+}
+
+// sendErrorTo sends an error from any goroutine.
+func (b *Bus) sendErrorTo(c *engine.Conn, room, channel, requestID string, e *codec.Error) {
+	e.RequestID = requestID
+	c.Send(b.errorFrame(room, channel, e))
+}
+
+func (b *Bus) errorFrame(room, channel string, e *codec.Error) []byte {
 	b.stats.errored(e.Code)
 	buf := make([]byte, engine.HeaderRoom, 256)
 	buf = codec.AppendError(buf, b.ids.Next("err"), room, channel, time.Now(), e)
-	s.conn.Write(engine.FinishText(buf))
+	return engine.FinishText(buf)
 }
 
 // respond writes a successful command_response to env with result (raw JSON).
 func (b *Bus) respond(s *session, env *codec.Envelope, result []byte) {
+	s.conn.Write(b.responseFrame(env, result))
+}
+
+func (b *Bus) responseFrame(env *codec.Envelope, result []byte) []byte {
 	buf := make([]byte, engine.HeaderRoom, 128+len(result))
 	buf = codec.AppendResponse(buf, b.ids.Next("resp"), env.Room, env.Channel, time.Now(), env.ID, result)
-	s.conn.Write(engine.FinishText(buf))
+	return engine.FinishText(buf)
 }
 
 func withField(e *codec.Error, field string) *codec.Error {
 	e.Field = field
 	return e
 }
+
+func quote(s string) string { return string(codec.AppendString(nil, s)) }

@@ -3,7 +3,7 @@ package bus
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net/http"
+	"sync/atomic"
 
 	"github.com/arqonbus/arqonbus/codec"
 	"github.com/arqonbus/arqonbus/engine"
@@ -20,13 +20,15 @@ const (
 
 var clientTypes = []string{TypeHuman, TypeAgent, TypeDashboard, TypeService}
 
-// session is the bus's state for one connection. It is touched only on the
-// connection's event loop.
+// session is the bus's state for one connection. Apart from id (which other
+// loops read through channel_info), it is touched only on the connection's
+// event loop.
 type session struct {
 	conn        *engine.Conn
-	id          string
+	id          atomic.Pointer[string]
 	claimable   bool // the id was assigned, and the first envelope may claim another
 	registered  bool // id is bound in the hub
+	admin       bool
 	clientType  string
 	screenName  string
 	avatar      string
@@ -34,50 +36,40 @@ type session struct {
 
 	channels map[fanout.Key]*fanout.Channel
 
+	messages, commands bucket       // rate limits
+	outstanding        atomic.Int32 // commands in flight to handlers
+	attrs              msgAttrs     // scratch for filter matching, reused per message
+
 	violations  int
 	windowStart int64 // unix nanos of the violation window's start
 }
 
 func sessionOf(c *engine.Conn) *session { return c.Value.(*session) }
 
-// Upgrade reads identity from the request's query.
-func (b *Bus) Upgrade(c *engine.Conn, r *engine.Request) error {
-	q := r.Query
-	s := &session{conn: c, clientType: TypeHuman, channels: make(map[fanout.Key]*fanout.Channel)}
-	if id := q.Get("client_id"); id != "" {
-		if !codec.ValidClientID(id) {
-			return &engine.Reject{Status: http.StatusBadRequest, Reason: "client_id must be 1 to 128 characters of [A-Za-z0-9_.:-]"}
-		}
-		s.id = id
-	} else {
-		s.id = "arq_client_" + randomHex(8)
-		s.claimable = true
-	}
-	if t := q.Get("client_type"); t != "" {
-		if !validClientType(t) {
-			return &engine.Reject{Status: http.StatusBadRequest, Reason: "client_type must be one of human, ai-agent, dashboard, service"}
-		}
-		s.clientType = t
-	}
-	s.screenName = q.Get("screen_name")
-	s.avatar = q.Get("avatar")
-	s.personality = q.Get("personality")
-	c.Value = s
-	return nil
-}
+func (s *session) ID() string               { return *s.id.Load() }
+func (s *session) setID(id string)          { s.id.Store(&id) }
+func (s *session) ClientType() string       { return s.clientType }
+func (s *session) Admin() bool              { return s.admin }
+func (s *session) Conn() *engine.Conn       { return s.conn }
+func (s *session) Subscriptions() int       { return len(s.channels) }
+func (s *session) Unsubscribe(k fanout.Key) { delete(s.channels, k) }
+
+func (s *session) Subscription(k fanout.Key) *fanout.Channel { return s.channels[k] }
+
+func (s *session) Subscribe(k fanout.Key, ch *fanout.Channel) { s.channels[k] = ch }
 
 // Open binds the client id, welcomes the client and joins the auto-join channels.
 func (b *Bus) Open(c *engine.Conn) {
 	s := sessionOf(c)
-	if !b.bind(s, s.id) {
-		b.sendError(s, nil, codec.Conflict("client id "+s.id+" is already connected"))
+	if !b.bind(s, s.ID()) {
+		b.sendError(s, nil, codec.Conflict("client id "+s.ID()+" is already connected"))
 		c.CloseNow(engine.ClosePolicyViolation, "client id in use")
 		return
 	}
 	b.stats.clientConnected(s.clientType)
 	b.welcome(s)
 	for _, k := range b.cfg.AutoJoin {
-		if ch, _, err := b.hub.Join(k, c); err == nil {
+		if ch, _, err := b.hub.Join(k, c, nil); err == nil {
 			s.channels[k] = ch
 		}
 	}
@@ -96,27 +88,33 @@ func (b *Bus) bind(s *session, id string) bool {
 	return true
 }
 
-// Close forgets the session: its id and its memberships.
+// Close forgets the session: its id, its memberships, and the commands in
+// flight to it (their requesters learn at once).
 func (b *Bus) Close(c *engine.Conn) {
 	s, _ := c.Value.(*session)
 	if s == nil || !s.registered {
 		return
 	}
 	b.stats.clientDisconnected(s.clientType)
-	b.hub.Unregister(s.id, c)
+	b.hub.Unregister(s.ID(), c)
 	for k, ch := range s.channels {
 		b.hub.Leave(ch, c)
 		delete(s.channels, k)
+	}
+	for _, f := range b.pending.DropHandler(c) {
+		b.sendErrorTo(f.Requester, f.Room, f.Channel, f.RequestID,
+			codec.Unavailable("the handler serving this command disconnected"))
 	}
 }
 
 // claim lets an assigned-id session take the id its first envelope names.
 func (b *Bus) claim(s *session, id string) *codec.Error {
+	old := s.ID()
 	if !b.bind(s, id) {
 		return codec.Conflict("client id " + id + " is already connected")
 	}
-	b.hub.Unregister(s.id, s.conn)
-	s.id = id
+	b.hub.Unregister(old, s.conn)
+	s.setID(id)
 	return nil
 }
 

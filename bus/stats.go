@@ -14,8 +14,13 @@ import (
 type stats struct {
 	byType          [codec.TypeError + 1]counter // envelopes received, by type
 	commands        counter
+	commandErrors   counter
+	commandTimeouts counter
+	forwarded       counter // commands handed to client handlers
 	privates        counter
 	violationCloses counter
+	rateLimited     counter
+	authRefused     counter
 	errors          map[string]*counter // by code; the map is fixed at start
 	clients         map[string]*atomic.Int64
 
@@ -104,6 +109,22 @@ type statusResult struct {
 	Storage         statusStorage     `json:"storage"`
 	MemoryBytes     uint64            `json:"memory_bytes"`
 	Goroutines      int               `json:"goroutines"`
+	Commands        statusCommands    `json:"commands"`
+	Limits          statusLimits      `json:"limits"`
+}
+
+type statusCommands struct {
+	Received  uint64 `json:"received"`
+	Errors    uint64 `json:"errors"`
+	Forwarded uint64 `json:"forwarded_to_handlers"`
+	Timeouts  uint64 `json:"timeouts"`
+	InFlight  int    `json:"in_flight"`
+}
+
+type statusLimits struct {
+	RateLimited     uint64 `json:"rate_limited"`
+	ViolationCloses uint64 `json:"violation_closes"`
+	AuthRefused     uint64 `json:"auth_refused"`
 }
 
 type statusMessages struct {
@@ -121,7 +142,7 @@ type statusStorage struct {
 }
 
 // status reports the bus's state, enough to debug a live bus.
-func (b *Bus) status() ([]byte, *codec.Error) {
+func (b *Bus) status() any {
 	r := statusResult{
 		NodeID:          b.cfg.NodeID,
 		Version:         Version,
@@ -162,7 +183,14 @@ func (b *Bus) status() ([]byte, *codec.Error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r.MemoryBytes = ms.Sys
-	return marshal(r)
+	r.Commands = statusCommands{
+		Received: b.stats.commands.Load(), Errors: b.stats.commandErrors.Load(),
+		Forwarded: b.stats.forwarded.Load(), Timeouts: b.stats.commandTimeouts.Load(), InFlight: b.pending.Len(),
+	}
+	r.Limits = statusLimits{
+		RateLimited: b.stats.rateLimited.Load(), ViolationCloses: b.stats.violationCloses.Load(), AuthRefused: b.stats.authRefused.Load(),
+	}
+	return r
 }
 
 func appendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }

@@ -21,7 +21,7 @@ func (b *Bus) ShutdownNotice() []byte {
 // welcome sends the system envelope that opens every connection.
 func (b *Bus) welcome(s *session) {
 	payload := []byte(`{"event":"welcome","client_id":`)
-	payload = codec.AppendString(payload, s.id)
+	payload = codec.AppendString(payload, s.ID())
 	payload = append(payload, `,"client_type":`...)
 	payload = codec.AppendString(payload, s.clientType)
 	payload = append(payload, `,"server_version":"`+Version+`","protocol_version":"`+codec.Version+`","node_id":`...)

@@ -26,23 +26,33 @@ type Channel struct {
 	// mu orders publishes and serialises membership changes. A publish holds
 	// it while it posts to every loop, so members on different loops see the
 	// channel's messages in the same order.
-	mu      sync.Mutex
-	members atomic.Pointer[memberSet]
-	seq     uint64 // messages published, under mu
+	mu       sync.Mutex
+	members  atomic.Pointer[memberSet]
+	seq      uint64                 // messages published, under mu
+	handlers map[string]*handlerSet // command name -> members serving it, under mu
+	deleted  bool                   // removed from the hub, under mu: joins must look again
 
 	published    atomic.Uint64
 	lastActivity atomic.Int64 // unix nanos
 }
 
-// memberSet is an immutable snapshot of a channel's members, grouped by loop.
+// memberSet is an immutable snapshot of a channel's members: those without a
+// filter grouped by loop (a publish hands each group to its loop as is), and
+// those with one listed apart, checked per message.
 type memberSet struct {
-	groups []loopGroup
-	count  int
+	groups   []loopGroup
+	filtered []filteredMember
+	count    int
 }
 
 type loopGroup struct {
 	loop  *engine.Loop
 	conns []*engine.Conn
+}
+
+type filteredMember struct {
+	conn   *engine.Conn
+	filter Filter
 }
 
 var emptySet = &memberSet{}
@@ -65,95 +75,153 @@ func (ch *Channel) LastActivity() time.Time { return time.Unix(0, ch.lastActivit
 
 // ForEachMember calls fn for each member of the snapshot taken now.
 func (ch *Channel) ForEachMember(fn func(c *engine.Conn)) {
-	for _, g := range ch.members.Load().groups {
+	set := ch.members.Load()
+	for _, g := range set.groups {
 		for _, c := range g.conns {
 			fn(c)
 		}
 	}
+	for _, m := range set.filtered {
+		fn(m.conn)
+	}
 }
 
 // IsMember reports whether c is a member.
-func (ch *Channel) IsMember(c *engine.Conn) bool {
-	for _, g := range ch.members.Load().groups {
-		if g.loop == c.Loop() {
-			return slices.Contains(g.conns, c)
+func (ch *Channel) IsMember(c *engine.Conn) bool { return ch.members.Load().has(c) }
+
+func (set *memberSet) has(c *engine.Conn) bool {
+	for _, g := range set.groups {
+		if g.loop == c.Loop() && slices.Contains(g.conns, c) {
+			return true
+		}
+	}
+	for _, m := range set.filtered {
+		if m.conn == c {
+			return true
 		}
 	}
 	return false
 }
 
-// add makes c a member; it reports false when c already was one.
-func (ch *Channel) add(c *engine.Conn) bool {
+// add makes c a member, receiving only what f matches when f is not empty.
+// A member that joins again keeps its membership with the new filter; add
+// reports whether c is new, and false for ok when the channel was deleted.
+func (ch *Channel) add(c *engine.Conn, f Filter) (isNew, ok bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
+	if ch.deleted {
+		return false, false
+	}
 	old := ch.members.Load()
-	next := &memberSet{groups: make([]loopGroup, 0, len(old.groups)+1), count: old.count + 1}
-	found := false
-	for _, g := range old.groups {
-		if g.loop == c.Loop() {
-			if slices.Contains(g.conns, c) {
-				return false
+	isNew = !old.has(c)
+	next := old.without(c)
+	if len(f) == 0 {
+		found := false
+		for i, g := range next.groups {
+			if g.loop == c.Loop() {
+				next.groups[i].conns = append(slices.Clip(g.conns), c) // copies: old snapshot stays intact
+				found = true
 			}
-			g.conns = append(slices.Clip(g.conns), c) // copies: old snapshot stays intact
-			found = true
 		}
-		next.groups = append(next.groups, g)
+		if !found {
+			next.groups = append(next.groups, loopGroup{loop: c.Loop(), conns: []*engine.Conn{c}})
+		}
+	} else {
+		next.filtered = append(slices.Clip(next.filtered), filteredMember{conn: c, filter: f})
 	}
-	if !found {
-		next.groups = append(next.groups, loopGroup{loop: c.Loop(), conns: []*engine.Conn{c}})
-	}
+	next.count++
 	ch.members.Store(next)
 	ch.touch()
-	return true
+	return isNew, true
 }
 
-// remove drops c; it reports false when c was not a member.
+// remove drops c and the commands it handles; it reports false when c was
+// not a member.
 func (ch *Channel) remove(c *engine.Conn) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	old := ch.members.Load()
-	next := &memberSet{groups: make([]loopGroup, 0, len(old.groups)), count: old.count - 1}
-	found := false
-	for _, g := range old.groups {
-		if g.loop == c.Loop() {
-			i := slices.Index(g.conns, c)
-			if i < 0 {
-				return false
-			}
-			found = true
-			if len(g.conns) == 1 {
-				continue
-			}
-			conns := make([]*engine.Conn, 0, len(g.conns)-1)
-			conns = append(conns, g.conns[:i]...)
-			g.conns = append(conns, g.conns[i+1:]...)
-		}
-		next.groups = append(next.groups, g)
-	}
-	if !found {
+	if !old.has(c) {
 		return false
 	}
-	ch.members.Store(next)
+	ch.members.Store(old.without(c))
+	ch.dropHandler(c)
 	ch.touch()
 	return true
 }
 
+// without returns a new set: set less c (a copy even when c is absent).
+func (set *memberSet) without(c *engine.Conn) *memberSet {
+	next := &memberSet{groups: make([]loopGroup, 0, len(set.groups)+1), count: set.count}
+	for _, g := range set.groups {
+		if g.loop == c.Loop() {
+			if i := slices.Index(g.conns, c); i >= 0 {
+				next.count--
+				if len(g.conns) == 1 {
+					continue
+				}
+				conns := make([]*engine.Conn, 0, len(g.conns)-1)
+				conns = append(conns, g.conns[:i]...)
+				g.conns = append(conns, g.conns[i+1:]...)
+			}
+		}
+		next.groups = append(next.groups, g)
+	}
+	for _, m := range set.filtered {
+		if m.conn == c {
+			next.count--
+			continue
+		}
+		next.filtered = append(next.filtered, m)
+	}
+	return next
+}
+
 func (ch *Channel) touch() { ch.lastActivity.Store(time.Now().UnixNano()) }
 
-// Publish sends frame to every member but except and returns the message's
-// sequence number in the channel (1-based) and the number of members it saw,
-// except included when it is one. The frame is shared by all recipients and
-// must not be modified afterwards.
-func (ch *Channel) Publish(frame []byte, except *engine.Conn) (seq uint64, members int) {
+// Publish sends frame to every member but except whose filter, if it has
+// one, matches attrs, and returns the message's sequence number in the
+// channel (1-based) and how many members it went to. attrs is consulted only
+// when filtered members exist. The frame is shared by all recipients and must
+// not be modified afterwards.
+func (ch *Channel) Publish(frame []byte, except *engine.Conn, attrs Attrs) (seq uint64, recipients int) {
 	ch.mu.Lock()
 	set := ch.members.Load()
 	ch.seq++
 	seq = ch.seq
 	for _, g := range set.groups {
 		g.loop.Deliver(frame, g.conns, except)
+		recipients += len(g.conns)
+	}
+	if len(set.filtered) > 0 {
+		recipients += deliverFiltered(set.filtered, frame, except, attrs)
 	}
 	ch.mu.Unlock()
+	if except != nil && set.has(except) {
+		recipients--
+	}
 	ch.published.Add(1)
 	ch.lastActivity.Store(time.Now().UnixNano())
-	return seq, set.count
+	return seq, recipients
+}
+
+// deliverFiltered hands each loop the filtered members that match, in one
+// delivery per loop.
+func deliverFiltered(members []filteredMember, frame []byte, except *engine.Conn, attrs Attrs) int {
+	var byLoop map[*engine.Loop][]*engine.Conn
+	n := 0
+	for _, m := range members {
+		if m.conn == except || attrs == nil || !m.filter.Match(attrs) {
+			continue
+		}
+		if byLoop == nil {
+			byLoop = make(map[*engine.Loop][]*engine.Conn, 2)
+		}
+		byLoop[m.conn.Loop()] = append(byLoop[m.conn.Loop()], m.conn)
+		n++
+	}
+	for l, conns := range byLoop {
+		l.Deliver(frame, conns, nil)
+	}
+	return n
 }

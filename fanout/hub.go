@@ -18,6 +18,8 @@ var (
 	ErrChannelNotFound = errors.New("channel not found")
 	ErrChannelExists   = errors.New("channel already exists")
 	ErrClientIDTaken   = errors.New("client id already connected")
+	ErrBootstrap       = errors.New("bootstrap channels cannot be deleted")
+	ErrHasMembers      = errors.New("channel has members")
 )
 
 // Hub holds every channel and every connected client id.
@@ -101,34 +103,51 @@ func (h *Hub) Create(k Key) (*Channel, error) {
 	return ch, nil
 }
 
-// Join makes c a member of k, creating the channel when the hub auto-creates.
-// It reports whether c newly joined (false if it already was a member).
-func (h *Hub) Join(k Key, c *engine.Conn) (ch *Channel, joined bool, err error) {
-	ch = h.Channel(k)
-	if ch == nil {
-		if !h.autoCreate {
-			return nil, false, ErrChannelNotFound
+// Join makes c a member of k, creating the channel when the hub auto-creates;
+// with a filter c receives only the events it matches. It reports whether c
+// newly joined (false if it already was a member: its filter is replaced).
+func (h *Hub) Join(k Key, c *engine.Conn, f Filter) (ch *Channel, joined bool, err error) {
+	for {
+		ch = h.Channel(k)
+		if ch == nil {
+			if !h.autoCreate {
+				return nil, false, ErrChannelNotFound
+			}
+			ch, _ = h.Create(k) // lost a race to another creator: use theirs
 		}
-		ch, _ = h.Create(k) // lost a race to another creator: use theirs
+		if joined, ok := ch.add(c, f); ok {
+			return ch, joined, nil
+		}
+		// Deleted between the lookup and the join: look again.
 	}
-	return ch, ch.add(c), nil
 }
 
 // Leave removes c from ch; it reports whether c was a member.
 func (h *Hub) Leave(ch *Channel, c *engine.Conn) bool { return ch.remove(c) }
 
-// Delete removes a channel that is not bootstrap; the caller checks members.
-func (h *Hub) Delete(k Key) bool {
+// Delete removes a channel that is not bootstrap and has no members.
+func (h *Hub) Delete(k Key) error {
 	sh := h.chanShard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	ch := sh.m[k]
-	if ch == nil || ch.Bootstrap {
-		return false
+	switch {
+	case ch == nil:
+		return ErrChannelNotFound
+	case ch.Bootstrap:
+		return ErrBootstrap
 	}
+	// Holding the channel lock while deleting keeps a join from slipping in
+	// between the member check and the delete.
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.members.Load().count > 0 {
+		return ErrHasMembers
+	}
+	ch.deleted = true
 	delete(sh.m, k)
 	h.nChans.Add(-1)
-	return true
+	return nil
 }
 
 // Channels returns every channel, sorted by room then channel.

@@ -17,19 +17,29 @@ func TestBootstrapAndAutoCreate(t *testing.T) {
 	}
 	c := &engine.Conn{}
 	k := Key{Room: "research", Channel: "coordination"}
-	ch, joined, err := h.Join(k, c)
+	ch, joined, err := h.Join(k, c, nil)
 	if err != nil || !joined || ch.Members() != 1 || h.ChannelCount() != 2 {
 		t.Fatalf("join: %v %v %d", joined, err, h.ChannelCount())
 	}
-	if _, joined, _ = h.Join(k, c); joined {
+	if _, joined, _ = h.Join(k, c, nil); joined {
 		t.Fatal("second join counted twice")
 	}
-	if h.Delete(general) {
-		t.Fatal("bootstrap channel deleted")
+	if err := h.Delete(general); !errors.Is(err, ErrBootstrap) {
+		t.Fatalf("bootstrap channel delete: %v", err)
+	}
+	if err := h.Delete(k); !errors.Is(err, ErrHasMembers) {
+		t.Fatalf("delete with members: %v", err)
+	}
+	h.Leave(ch, c)
+	if err := h.Delete(k); err != nil || h.Channel(k) != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := h.Delete(k); !errors.Is(err, ErrChannelNotFound) {
+		t.Fatalf("delete twice: %v", err)
 	}
 
 	strict := NewHub(Options{AutoCreate: false})
-	if _, _, err := strict.Join(k, c); !errors.Is(err, ErrChannelNotFound) {
+	if _, _, err := strict.Join(k, c, nil); !errors.Is(err, ErrChannelNotFound) {
 		t.Fatalf("no auto-create: %v", err)
 	}
 	if _, err := strict.Create(k); err != nil {
@@ -45,7 +55,7 @@ func TestMembershipSnapshotsStayIntact(t *testing.T) {
 	ch := h.Channel(general)
 	a, b, c := &engine.Conn{}, &engine.Conn{}, &engine.Conn{}
 	for _, m := range []*engine.Conn{a, b, c} {
-		h.Join(general, m)
+		h.Join(general, m, nil)
 	}
 	before := ch.members.Load()
 	h.Leave(ch, b)
@@ -100,7 +110,7 @@ func TestConcurrentMembership(t *testing.T) {
 			conns := make([]*engine.Conn, 50)
 			for i := range conns {
 				conns[i] = &engine.Conn{}
-				ch, _, _ := h.Join(keys[(g+i)%len(keys)], conns[i])
+				ch, _, _ := h.Join(keys[(g+i)%len(keys)], conns[i], nil)
 				_ = ch.Members()
 			}
 			for i, c := range conns {

@@ -47,6 +47,16 @@ type config struct {
 	BootstrapChannels string
 	Storage           string
 	HistorySize       int
+	JWTSecret         string
+	AdminToken        string
+	AllowedOrigins    string
+	RateLimit         float64
+	RateBurst         float64
+	CommandRate       float64
+	CommandBurst      float64
+	MaxSubscriptions  int
+	MaxPending        int
+	CommandTimeout    time.Duration
 	LogLevel          string
 	LogFormat         string
 }
@@ -73,6 +83,16 @@ func (c *config) options() []option {
 		{"bootstrap-channels", defaultBootstrap, "room:channel list created at start, never deletable", str(&c.BootstrapChannels)},
 		{"storage", "memory", "history store: memory", oneOf(&c.Storage, "memory")},
 		{"history-size", "500", "messages kept per channel", intRange(&c.HistorySize, 1, 1<<20)},
+		{"jwt-secret", "", "HS256 secret: when set, every connection needs a valid JWT (token= or Authorization: Bearer)", str(&c.JWTSecret)},
+		{"admin-token", "", "without JWT, connecting with admin_token=<this> grants admin", str(&c.AdminToken)},
+		{"allowed-origins", "", "comma-separated browser origins allowed to connect (empty: any)", str(&c.AllowedOrigins)},
+		{"rate-limit", "2000", "messages per second per client (0: unlimited)", float(&c.RateLimit)},
+		{"rate-burst", "0", "message burst per client (0: twice the rate)", float(&c.RateBurst)},
+		{"command-rate", "100", "commands per second per client (0: unlimited)", float(&c.CommandRate)},
+		{"command-burst", "0", "command burst per client (0: twice the rate)", float(&c.CommandBurst)},
+		{"max-subscriptions", "200", "channels one client may join", intRange(&c.MaxSubscriptions, 1, 1<<20)},
+		{"max-pending-commands", "100", "commands one client may have in flight to service handlers", intRange(&c.MaxPending, 1, 1<<20)},
+		{"command-timeout", "5s", "time a service handler has to answer a command", duration(&c.CommandTimeout)},
 		{"log-level", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "text", "text or json", oneOf(&c.LogFormat, "text", "json")},
 	}
@@ -118,6 +138,12 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	if c.MaxConnections == 0 {
 		c.MaxConnections = defaultMaxConnections()
 	}
+	if c.RateBurst == 0 {
+		c.RateBurst = 2 * c.RateLimit
+	}
+	if c.CommandBurst == 0 {
+		c.CommandBurst = 2 * c.CommandRate
+	}
 	return c, nil
 }
 
@@ -155,6 +181,28 @@ func intRange(p *int, lo, hi int) func(string) error {
 		*p = n
 		return nil
 	}
+}
+
+func float(p *float64) func(string) error {
+	return func(v string) error {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || f < 0 || f > 1e9 {
+			return errors.New("not a number between 0 and 1e9")
+		}
+		*p = f
+		return nil
+	}
+}
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func duration(p *time.Duration) func(string) error {

@@ -65,12 +65,22 @@ func run(cfg *config) error {
 
 	hub := fanout.NewHub(fanout.Options{Bootstrap: bootstrap, AutoCreate: cfg.AutoCreate})
 	b := bus.New(bus.Config{
-		NodeID:           cfg.NodeID,
-		MaxViolations:    cfg.MaxViolations,
-		ReplaceDuplicate: cfg.ReplaceDuplicate,
-		AutoJoin:         autoJoin,
-		StorageMode:      cfg.Storage,
-		Logger:           log,
+		NodeID:             cfg.NodeID,
+		MaxViolations:      cfg.MaxViolations,
+		ReplaceDuplicate:   cfg.ReplaceDuplicate,
+		AutoJoin:           autoJoin,
+		StorageMode:        cfg.Storage,
+		JWTSecret:          cfg.JWTSecret,
+		AdminToken:         cfg.AdminToken,
+		AllowedOrigins:     splitList(cfg.AllowedOrigins),
+		RateLimit:          cfg.RateLimit,
+		RateBurst:          cfg.RateBurst,
+		CommandRate:        cfg.CommandRate,
+		CommandBurst:       cfg.CommandBurst,
+		MaxSubscriptions:   cfg.MaxSubscriptions,
+		MaxPendingCommands: cfg.MaxPending,
+		CommandTimeout:     cfg.CommandTimeout,
+		Logger:             log,
 	}, hub)
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	srv := engine.New(engine.Config{

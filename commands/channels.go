@@ -1,0 +1,310 @@
+package commands
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/bytedance/sonic"
+
+	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/engine"
+	"github.com/arqonbus/arqonbus/fanout"
+)
+
+type joinParams struct {
+	channelParams
+	Filter  map[string]sonic.NoCopyRawMessage `json:"filter"`
+	Handles []string                          `json:"handles"`
+}
+
+// maxFilterTerms and maxHandles bound what one join may ask of the router.
+const (
+	maxFilterTerms = 16
+	maxHandles     = 64
+)
+
+func joinChannelCommand() *Command {
+	return &Command{
+		Name:        "join_channel",
+		Description: "Join a channel (created if missing, unless auto-create is off) and receive its events.",
+		Params: map[string]string{
+			"room": "room, or \"room:channel\" (default: the envelope's)", "channel": "channel (default: the envelope's)",
+			"filter":  "object of metadata key/value pairs: receive only events whose metadata (or payload.metadata) match all",
+			"handles": "array of command names this client serves for the channel",
+		},
+		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
+			var p joinParams
+			if e := decodeParams(r.Params, &p); e != nil {
+				return nil, e
+			}
+			k, e := target(r.Env, p.channelParams)
+			if e != nil {
+				return nil, e
+			}
+			filter, e := buildFilter(p.Filter)
+			if e != nil {
+				return nil, e
+			}
+			if len(p.Handles) > maxHandles {
+				return nil, codec.Validation("payload.parameters.handles", "at most 64 command names")
+			}
+			for _, h := range p.Handles {
+				if h == "" || len(h) > 64 {
+					return nil, codec.Validation("payload.parameters.handles", "command names must be 1 to 64 characters")
+				}
+			}
+			if c.Subscription(k) == nil && d.MaxSubscriptions > 0 && c.Subscriptions() >= d.MaxSubscriptions {
+				return nil, codec.Forbidden("subscription limit reached: a client may join at most " + itoa(d.MaxSubscriptions) + " channels")
+			}
+			ch, joined, err := d.Hub.Join(k, c.Conn(), filter)
+			if err != nil {
+				return nil, codec.NotFound("channel " + k.String() + " does not exist (auto-create is off)")
+			}
+			c.Subscribe(k, ch)
+			if p.Handles != nil {
+				ch.SetHandles(c.Conn(), p.Handles)
+			}
+			members := ch.Members()
+			if joined && d.Events != nil {
+				d.Events.Joined(c, k, members)
+			}
+			return marshal(struct {
+				Room    string   `json:"room"`
+				Channel string   `json:"channel"`
+				Joined  bool     `json:"joined"`
+				Members int      `json:"members"`
+				Filter  any      `json:"filter,omitempty"`
+				Handles []string `json:"handles,omitempty"`
+			}{k.Room, k.Channel, joined, members, filterJSON(filter), p.Handles})
+		},
+	}
+}
+
+// buildFilter turns the filter parameter into terms of compact JSON scalars.
+func buildFilter(raw map[string]sonic.NoCopyRawMessage) (fanout.Filter, *codec.Error) {
+	if len(raw) > maxFilterTerms {
+		return nil, codec.Validation("payload.parameters.filter", "at most 16 filter terms")
+	}
+	kv := make(map[string]string, len(raw))
+	for k, v := range raw {
+		val, ok := CompactScalar(v)
+		if !ok {
+			return nil, codec.Validation("payload.parameters.filter", "filter values must be strings, numbers, booleans or null")
+		}
+		kv[k] = val
+	}
+	return fanout.NewFilter(kv), nil
+}
+
+func filterJSON(f fanout.Filter) map[string]sonic.NoCopyRawMessage {
+	if len(f) == 0 {
+		return nil
+	}
+	out := make(map[string]sonic.NoCopyRawMessage, len(f))
+	for _, t := range f {
+		out[t.Key] = sonic.NoCopyRawMessage(t.Value)
+	}
+	return out
+}
+
+func leaveChannelCommand() *Command {
+	return &Command{
+		Name:        "leave_channel",
+		Description: "Leave a channel.",
+		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
+		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
+			var p channelParams
+			if e := decodeParams(r.Params, &p); e != nil {
+				return nil, e
+			}
+			k, e := target(r.Env, p)
+			if e != nil {
+				return nil, e
+			}
+			ch := c.Subscription(k)
+			if ch == nil {
+				return nil, codec.NotFound("not a member of " + k.String())
+			}
+			d.Hub.Leave(ch, c.Conn())
+			c.Unsubscribe(k)
+			members := ch.Members()
+			if d.Events != nil {
+				d.Events.Left(c, k, members)
+			}
+			return marshal(struct {
+				Room    string `json:"room"`
+				Channel string `json:"channel"`
+				Left    bool   `json:"left"`
+				Members int    `json:"members"`
+			}{k.Room, k.Channel, true, members})
+		},
+	}
+}
+
+type channelSummary struct {
+	Channel      string    `json:"channel"`
+	Members      int       `json:"members"`
+	Published    uint64    `json:"published"`
+	Bootstrap    bool      `json:"bootstrap"`
+	Created      time.Time `json:"created"`
+	LastActivity time.Time `json:"last_activity"`
+}
+
+func listChannelsCommand() *Command {
+	return &Command{
+		Name:        "list_channels",
+		Description: "List a room's channels with member counts, created time and last activity.",
+		Params:      map[string]string{"room": "room (default: the envelope's)"},
+		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {
+			var p channelParams
+			if e := decodeParams(r.Params, &p); e != nil {
+				return nil, e
+			}
+			room := r.Env.Room
+			if p.Room != "" {
+				room = p.Room
+				if k, e := target(r.Env, p); e == nil && p.Channel == "" && k.Room != p.Room {
+					room = k.Room // "room:channel" given: list its room
+				}
+			}
+			if !codec.ValidName(room) {
+				return nil, codec.Validation("payload.parameters.room", "room must match [a-z0-9][a-z0-9_.-]{0,63}")
+			}
+			list := []channelSummary{}
+			for _, ch := range d.Hub.Channels() {
+				if ch.Key.Room == room {
+					list = append(list, summarize(ch))
+				}
+			}
+			return marshal(struct {
+				Room     string           `json:"room"`
+				Channels []channelSummary `json:"channels"`
+			}{room, list})
+		},
+	}
+}
+
+func summarize(ch *fanout.Channel) channelSummary {
+	return channelSummary{
+		Channel: ch.Key.Channel, Members: ch.Members(), Published: ch.Published(), Bootstrap: ch.Bootstrap,
+		Created: ch.Created.UTC(), LastActivity: ch.LastActivity().UTC(),
+	}
+}
+
+// MemberInfo describes a member; the engine connection's Value provides it.
+type MemberInfo interface {
+	ID() string
+	ClientType() string
+}
+
+func channelInfoCommand() *Command {
+	return &Command{
+		Name:        "channel_info",
+		Description: "A channel's members with their client types, its counters and its command handlers.",
+		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
+		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {
+			var p channelParams
+			if e := decodeParams(r.Params, &p); e != nil {
+				return nil, e
+			}
+			k, e := target(r.Env, p)
+			if e != nil {
+				return nil, e
+			}
+			ch := d.Hub.Channel(k)
+			if ch == nil {
+				return nil, codec.NotFound("channel " + k.String() + " does not exist")
+			}
+			type member struct {
+				ClientID   string `json:"client_id"`
+				ClientType string `json:"client_type"`
+			}
+			members := []member{}
+			ch.ForEachMember(func(conn *engine.Conn) {
+				if mi, ok := conn.Value.(MemberInfo); ok {
+					members = append(members, member{mi.ID(), mi.ClientType()})
+				}
+			})
+			return marshal(struct {
+				Room         string         `json:"room"`
+				Channel      string         `json:"channel"`
+				MemberCount  int            `json:"member_count"`
+				Members      []member       `json:"members"`
+				Published    uint64         `json:"published"`
+				Bootstrap    bool           `json:"bootstrap"`
+				Created      time.Time      `json:"created"`
+				LastActivity time.Time      `json:"last_activity"`
+				Handlers     map[string]int `json:"handlers"`
+			}{k.Room, k.Channel, len(members), members, ch.Published(), ch.Bootstrap,
+				ch.Created.UTC(), ch.LastActivity().UTC(), ch.Handlers()})
+		},
+	}
+}
+
+func createChannelCommand() *Command {
+	return &Command{
+		Name:        "create_channel",
+		Description: "Create a channel (admin only).",
+		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
+		AdminOnly:   true,
+		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
+			var p channelParams
+			if e := decodeParams(r.Params, &p); e != nil {
+				return nil, e
+			}
+			k, e := target(r.Env, p)
+			if e != nil {
+				return nil, e
+			}
+			if _, err := d.Hub.Create(k); err != nil {
+				return nil, codec.Conflict("channel " + k.String() + " already exists")
+			}
+			if d.Events != nil {
+				d.Events.ChannelCreated(c, k)
+			}
+			return marshal(struct {
+				Room    string `json:"room"`
+				Channel string `json:"channel"`
+				Created bool   `json:"created"`
+			}{k.Room, k.Channel, true})
+		},
+	}
+}
+
+func deleteChannelCommand() *Command {
+	return &Command{
+		Name:        "delete_channel",
+		Description: "Delete a channel that has no members (admin only; bootstrap channels are never deleted).",
+		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
+		AdminOnly:   true,
+		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
+			var p channelParams
+			if e := decodeParams(r.Params, &p); e != nil {
+				return nil, e
+			}
+			k, e := target(r.Env, p)
+			if e != nil {
+				return nil, e
+			}
+			switch err := d.Hub.Delete(k); err {
+			case nil:
+			case fanout.ErrChannelNotFound:
+				return nil, codec.NotFound("channel " + k.String() + " does not exist")
+			case fanout.ErrBootstrap:
+				return nil, codec.Conflict("channel " + k.String() + " is a bootstrap channel and cannot be deleted")
+			default:
+				return nil, codec.Conflict("channel " + k.String() + " has members")
+			}
+			if d.Events != nil {
+				d.Events.ChannelDeleted(c, k)
+			}
+			return marshal(struct {
+				Room    string `json:"room"`
+				Channel string `json:"channel"`
+				Deleted bool   `json:"deleted"`
+			}{k.Room, k.Channel, true})
+		},
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
