@@ -14,6 +14,8 @@ import (
 	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
+	"github.com/arqonbus/arqonbus/persist"
+	"github.com/arqonbus/arqonbus/telemetry"
 )
 
 // Version is the server version reported in welcome and status.
@@ -26,7 +28,6 @@ type Config struct {
 	ViolationWindow  time.Duration // default one minute
 	ReplaceDuplicate bool          // a second connection with a live id replaces the first
 	AutoJoin         []fanout.Key  // channels every new connection joins
-	StorageMode      string        // reported by status
 
 	JWTSecret      string   // when set, every upgrade needs an HS256 token
 	AdminToken     string   // without JWT, admin_token=<this> grants admin
@@ -38,7 +39,14 @@ type Config struct {
 	MaxPendingCommands        int     // commands one client may have in flight to handlers
 	CommandTimeout            time.Duration
 	MaxBlockingCommands       int // commands waiting on storage at once
-	History                   commands.HistoryReader
+
+	// Store keeps history (default: memory rings of 500). With SyncAcks an
+	// event's ack waits until the store has it.
+	Store    persist.Store
+	SyncAcks bool
+
+	// Telemetry, if set, hears connects, joins, commands and agent activity.
+	Telemetry *telemetry.Emitter
 
 	Logger *slog.Logger
 }
@@ -53,6 +61,8 @@ type Bus struct {
 	engine  *engine.Server // for its counters; set by AttachEngine
 	stats   stats
 
+	store    persist.Store
+	tel      *telemetry.Emitter
 	builtins *commands.Set
 	deps     *commands.Deps
 	pending  *commands.Pending
@@ -67,9 +77,6 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 	if cfg.ViolationWindow <= 0 {
 		cfg.ViolationWindow = time.Minute
 	}
-	if cfg.StorageMode == "" {
-		cfg.StorageMode = "memory"
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -82,6 +89,9 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 	if cfg.MaxBlockingCommands <= 0 {
 		cfg.MaxBlockingCommands = 256
 	}
+	if cfg.Store == nil {
+		cfg.Store = persist.NewMemory(500)
+	}
 	b := &Bus{
 		cfg:     cfg,
 		hub:     hub,
@@ -90,8 +100,10 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 		started: time.Now(),
 	}
 	b.stats.init()
-	b.builtins = commands.Builtins(cfg.History)
-	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, Status: b.status}
+	b.store = cfg.Store
+	b.tel = cfg.Telemetry
+	b.builtins = commands.Builtins(historyReader{b})
+	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, Status: b.status, Replayer: replayer{b}, Events: events{b}}
 	b.pending = commands.NewPending(cfg.CommandTimeout, b.commandTimedOut)
 	b.blocking = make(chan struct{}, cfg.MaxBlockingCommands)
 	return b
@@ -144,8 +156,11 @@ func (e *keyError) Error() string {
 const DefaultBootstrap = "science:general,science:explore,science:hypothesize,science:design," +
 	"science:execute,science:interpret,science:share,integriguard:telemetry-stream,integriguard:dashboard-events"
 
-// TelemetryChannel is where client telemetry is re-broadcast.
+// TelemetryChannel is where telemetry, the server's and the clients', is broadcast.
 var TelemetryChannel = fanout.Key{Room: "integriguard", Channel: "telemetry-stream"}
+
+// DashboardChannel carries agent activity for dashboards.
+var DashboardChannel = fanout.Key{Room: "integriguard", Channel: "dashboard-events"}
 
 // counter is a named atomic counter.
 type counter = atomic.Uint64

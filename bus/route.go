@@ -10,6 +10,8 @@ import (
 	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
+	"github.com/arqonbus/arqonbus/persist"
+	"github.com/arqonbus/arqonbus/telemetry"
 )
 
 // Message decodes, checks and dispatches one client envelope.
@@ -24,10 +26,6 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 		return
 	}
 	b.stats.received(env.Type)
-	if env.Type == codec.TypeSystem || env.Type == codec.TypeError {
-		b.reject(s, env, withField(codec.Forbidden("clients may not send "+env.Type.String()+" envelopes"), "type"))
-		return
-	}
 	if env.From != s.ID() {
 		if !s.claimable {
 			b.reject(s, env, withField(codec.Forbidden("from must be your client id "+s.ID()), "from"))
@@ -76,11 +74,25 @@ func (b *Bus) publish(s *session, env *codec.Envelope, msg []byte) {
 		b.reject(s, env, codec.Forbidden("join "+k.String()+" before publishing to it"))
 		return
 	}
+	ack := wantsAck(env.Metadata)
+	var sa *syncAck
+	p := &s.pub
+	p.b, p.env, p.now, p.done = b, env, time.Now(), nil
+	if ack && b.cfg.SyncAcks {
+		sa = &syncAck{b: b, conn: s.conn, env: env}
+		p.done = sa.stored
+	}
 	s.attrs.reset(env)
-	seq, delivered := ch.Publish(engine.TextFrame(msg), s.conn, &s.attrs)
+	delivered := ch.Publish(p, s.conn, &s.attrs)
 	s.attrs.reset(nil)
-	if wantsAck(env.Metadata) {
-		b.respond(s, env, ackResult(delivered, seq))
+	s.agent.Activity(telemetry.ActivityPublished, env.Room, env.Channel)
+	pos := p.pos
+	p.env, p.done = nil, nil
+	switch {
+	case sa != nil:
+		sa.routed(delivered, pos)
+	case ack:
+		b.respond(s, env, ackResult(delivered, pos, false))
 	}
 }
 
@@ -96,8 +108,9 @@ func (b *Bus) private(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	b.stats.privates.Add(1)
+	s.agent.Activity(telemetry.ActivityPrivate, env.Room, env.Channel)
 	if wantsAck(env.Metadata) {
-		b.respond(s, env, ackResult(1, 0))
+		b.respond(s, env, ackResult(1, persist.Position{}, false))
 	}
 }
 
@@ -113,26 +126,31 @@ func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
 	if ch := b.hub.Channel(fanout.Key{Room: env.Room, Channel: env.Channel}); ch != nil {
 		if h := ch.PickHandler(cmd.Command); h != nil {
 			b.forward(s, env, msg, h)
+			b.telemetryCommand(s, cmd.Command, "")
 			return
 		}
 	}
 	builtin := b.builtins.Get(cmd.Command)
 	if builtin == nil {
 		b.stats.commandErrors.Add(1)
+		b.telemetryCommand(s, cmd.Command, codec.CodeCommandNotFound)
 		b.sendError(s, env, withField(codec.CommandNotFound("no built-in or handler for command "+quote(cmd.Command)+" on "+env.Room+":"+env.Channel), "payload.command"))
 		return
 	}
 	req := &commands.Request{Env: env, Name: cmd.Command, Params: cmd.Parameters}
 	if builtin.Blocking {
+		b.telemetryCommand(s, cmd.Command, "")
 		b.runBlocking(s, builtin, req)
 		return
 	}
 	result, cerr := commands.Run(builtin, b.deps, s, req)
 	if cerr != nil {
 		b.stats.commandErrors.Add(1)
+		b.telemetryCommand(s, cmd.Command, cerr.Code)
 		b.sendError(s, env, cerr)
 		return
 	}
+	b.telemetryCommand(s, cmd.Command, "")
 	b.respond(s, env, result)
 }
 
@@ -206,8 +224,12 @@ func (b *Bus) commandTimedOut(f *commands.Inflight) {
 
 // telemetry re-broadcasts a client's telemetry on the telemetry stream.
 func (b *Bus) telemetry(s *session, env *codec.Envelope, msg []byte) {
+	frame := engine.TextFrame(msg)
 	if ch := b.hub.Channel(TelemetryChannel); ch != nil {
-		ch.Publish(engine.TextFrame(msg), s.conn, nil)
+		ch.Publish(fanout.Frame(frame), s.conn, nil)
+	}
+	if b.tel != nil {
+		b.tel.Forward(frame)
 	}
 }
 
@@ -223,16 +245,6 @@ func wantsAck(meta []byte) bool {
 		Ack bool `json:"ack"`
 	}
 	return sonic.ConfigDefault.Unmarshal(meta, &m) == nil && m.Ack
-}
-
-func ackResult(delivered int, seq uint64) []byte {
-	out := []byte(`{"routed":true,"delivered":`)
-	out = appendInt(out, int64(max(delivered, 0)))
-	if seq > 0 {
-		out = append(out, `,"position":`...)
-		out = appendInt(out, int64(seq))
-	}
-	return append(out, '}')
 }
 
 // reject answers a bad envelope with an error and counts the violation;

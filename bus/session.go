@@ -8,6 +8,7 @@ import (
 	"github.com/arqonbus/arqonbus/codec"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
+	"github.com/arqonbus/arqonbus/telemetry"
 )
 
 // Client types a connection may declare.
@@ -36,9 +37,11 @@ type session struct {
 
 	channels map[fanout.Key]*fanout.Channel
 
-	messages, commands bucket       // rate limits
-	outstanding        atomic.Int32 // commands in flight to handlers
-	attrs              msgAttrs     // scratch for filter matching, reused per message
+	messages, commands bucket                 // rate limits
+	outstanding        atomic.Int32           // commands in flight to handlers
+	attrs              msgAttrs               // scratch for filter matching, reused per message
+	pub                publishing             // scratch for stamping a publish, reused per message
+	agent              *telemetry.AgentHandle // ai-agent activity, coalesced; nil for others
 
 	violations  int
 	windowStart int64 // unix nanos of the violation window's start
@@ -68,8 +71,9 @@ func (b *Bus) Open(c *engine.Conn) {
 	}
 	b.stats.clientConnected(s.clientType)
 	b.welcome(s)
+	b.telemetryConnected(s)
 	for _, k := range b.cfg.AutoJoin {
-		if ch, _, err := b.hub.Join(k, c, nil); err == nil {
+		if ch, _, err := b.hub.Join(k, c, nil, nil); err == nil {
 			s.channels[k] = ch
 		}
 	}
@@ -96,6 +100,7 @@ func (b *Bus) Close(c *engine.Conn) {
 		return
 	}
 	b.stats.clientDisconnected(s.clientType)
+	b.telemetryDisconnected(s)
 	b.hub.Unregister(s.ID(), c)
 	for k, ch := range s.channels {
 		b.hub.Leave(ch, c)

@@ -2,12 +2,14 @@ package bus
 
 import (
 	"runtime"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/persist"
 )
 
 // stats are the bus's own counters; the engine counts bytes and frames.
@@ -137,8 +139,12 @@ type statusMessages struct {
 }
 
 type statusStorage struct {
-	Mode   string `json:"mode"`
-	Health string `json:"health"`
+	Mode      string `json:"mode"`
+	Health    string `json:"health"`
+	Backlog   int    `json:"backlog"`
+	Dropped   uint64 `json:"dropped"`
+	Written   uint64 `json:"written"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // status reports the bus's state, enough to debug a live bus.
@@ -151,7 +157,7 @@ func (b *Bus) status() any {
 		Clients:         make(map[string]int64, len(clientTypes)),
 		ClientsTotal:    b.hub.ClientCount(),
 		Errors:          b.ErrorCounts(),
-		Storage:         statusStorage{Mode: b.cfg.StorageMode, Health: "ok"},
+		Storage:         storageStatus(b.store.Health()),
 		Goroutines:      runtime.NumGoroutine(),
 	}
 	for t, n := range b.stats.clients {
@@ -194,3 +200,65 @@ func (b *Bus) status() any {
 }
 
 func appendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }
+
+// Counters are the bus's numbers for metrics and telemetry.
+type Counters struct {
+	ClientsByType  map[string]int64
+	ActiveClients  int64
+	Rooms          int
+	Channels       int
+	Commands       uint64
+	CommandErrors  uint64
+	ErrorsByCode   map[string]uint64
+	ReceivedPerSec float64
+	SentPerSec     float64
+}
+
+// Counters reads the bus's counters.
+func (b *Bus) Counters() Counters {
+	c := Counters{
+		ClientsByType: make(map[string]int64, len(clientTypes)),
+		ActiveClients: int64(b.hub.ClientCount()),
+		Channels:      b.hub.ChannelCount(),
+		Commands:      b.stats.commands.Load(),
+		CommandErrors: b.stats.commandErrors.Load(),
+		ErrorsByCode:  b.ErrorCounts(),
+	}
+	for t, n := range b.stats.clients {
+		c.ClientsByType[t] = n.Load()
+	}
+	c.Rooms = b.hub.RoomCount()
+	b.stats.mu.Lock()
+	c.ReceivedPerSec, c.SentPerSec = b.stats.rateIn, b.stats.rateOut
+	b.stats.mu.Unlock()
+	return c
+}
+
+// Storage reports the store's health.
+func (b *Bus) Storage() persist.Health { return b.store.Health() }
+
+func storageStatus(h persist.Health) statusStorage {
+	return statusStorage{Mode: h.Mode, Health: h.Status, Backlog: h.Backlog, Dropped: h.Dropped, Written: h.Written, LastError: h.LastError}
+}
+
+// ChannelUse is one channel's utilisation, for telemetry.
+type ChannelUse struct {
+	Room      string `json:"room"`
+	Channel   string `json:"channel"`
+	Members   int    `json:"members"`
+	Published uint64 `json:"published"`
+}
+
+// ChannelUtilisation lists at most n channels, the busiest by members first.
+func (b *Bus) ChannelUtilisation(n int) []ChannelUse {
+	all := b.hub.Channels()
+	out := make([]ChannelUse, 0, len(all))
+	for _, ch := range all {
+		out = append(out, ChannelUse{ch.Key.Room, ch.Key.Channel, ch.Members(), ch.Published()})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Members > out[j].Members })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}

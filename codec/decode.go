@@ -176,8 +176,12 @@ func (st *decodeState) validate(bad uint16) (*Envelope, *Error) {
 		return st.fail("type", "type must be a string")
 	case w.Type == "":
 		return st.fail("type", "type is required")
-	case typ == TypeError:
-		return st.fail("type", `type "error" is sent only by the server`)
+	case typ == TypeError || typ == TypeSystem:
+		// Checked before room and channel: a server-only type is refused as
+		// such, whatever it is addressed to (system notices use room "*").
+		e := Forbidden("clients may not send " + w.Type + " envelopes")
+		e.Field, e.RequestID = "type", st.env.ID
+		return &st.env, e
 	case typ == TypeInvalid:
 		return st.fail("type", "type must be one of event, command, command_response, private, telemetry")
 	}

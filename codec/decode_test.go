@@ -115,7 +115,6 @@ func validCases() []validCase {
 			e.Type = TypeCommandResponse
 			e.Payload = []byte(`{"request_id":"arq_cmd_001","status":"success","result":{}}`)
 		})},
-		{"system decodes", mk("type", `"system"`), with(func(e *Envelope) { e.Type = TypeSystem })},
 		{"payload escapes", mk("payload", `{"s":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"}`), with(func(e *Envelope) {
 			e.Payload = []byte(`{"s":"\"\\\/\b\f\n\r\t\u00e9\uD83D\uDE00"}`)
 		})},
@@ -168,7 +167,6 @@ func invalidCases() []invalidCase {
 		{"id object", mk("id", `{"a":1}`), "id", "id must be a string", "", "science", "general"},
 
 		{"type missing", mk("type", "-"), "type", "type is required", id, "science", "general"},
-		{"type error", mk("type", `"error"`), "type", `"error"`, id, "science", "general"},
 		{"type unknown", mk("type", `"Event"`), "type", "type must be one of", id, "science", "general"},
 		{"type array", mk("type", `["event"]`), "type", "type must be a string", id, "science", "general"},
 
@@ -405,6 +403,18 @@ func BenchmarkDecodeCommand(b *testing.B) {
 	for b.Loop() {
 		if _, err := Decode(data); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// system and error are the server's: a client sending one is refused as
+// forbidden, before its (possibly server-style) address is checked.
+func TestDecodeServerOnlyTypes(t *testing.T) {
+	for _, typ := range []string{"system", "error"} {
+		in := `{"version":"1.0","id":"arq_x","type":"` + typ + `","room":"*","channel":"broadcast","from":"a","timestamp":"2025-01-01T12:00:00Z","payload":{}}`
+		_, err := Decode([]byte(in))
+		if err == nil || err.Code != CodeForbidden || err.Status != 403 || err.Field != "type" || err.RequestID != "arq_x" {
+			t.Errorf("%s: got %+v", typ, err)
 		}
 	}
 }

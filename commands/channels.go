@@ -15,6 +15,7 @@ type joinParams struct {
 	channelParams
 	Filter  map[string]sonic.NoCopyRawMessage `json:"filter"`
 	Handles []string                          `json:"handles"`
+	Since   string                            `json:"since"`
 }
 
 // maxFilterTerms and maxHandles bound what one join may ask of the router.
@@ -31,6 +32,7 @@ func joinChannelCommand() *Command {
 			"room": "room, or \"room:channel\" (default: the envelope's)", "channel": "channel (default: the envelope's)",
 			"filter":  "object of metadata key/value pairs: receive only events whose metadata (or payload.metadata) match all",
 			"handles": "array of command names this client serves for the channel",
+			"since":   "a history position (or RFC 3339 time): first replay what was published after it, then go live",
 		},
 		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
 			var p joinParams
@@ -56,7 +58,17 @@ func joinChannelCommand() *Command {
 			if c.Subscription(k) == nil && d.MaxSubscriptions > 0 && c.Subscriptions() >= d.MaxSubscriptions {
 				return nil, codec.Forbidden("subscription limit reached: a client may join at most " + itoa(d.MaxSubscriptions) + " channels")
 			}
-			ch, joined, err := d.Hub.Join(k, c.Conn(), filter)
+			var before func(*fanout.Channel)
+			var replay *ReplayResult
+			if p.Since != "" {
+				if d.Replayer == nil {
+					return nil, codec.Unavailable("no history on this node to replay from")
+				}
+				if before, replay, e = d.Replayer.Replay(p.Since, c.Conn()); e != nil {
+					return nil, e
+				}
+			}
+			ch, joined, err := d.Hub.Join(k, c.Conn(), filter, before)
 			if err != nil {
 				return nil, codec.NotFound("channel " + k.String() + " does not exist (auto-create is off)")
 			}
@@ -69,13 +81,14 @@ func joinChannelCommand() *Command {
 				d.Events.Joined(c, k, members)
 			}
 			return marshal(struct {
-				Room    string   `json:"room"`
-				Channel string   `json:"channel"`
-				Joined  bool     `json:"joined"`
-				Members int      `json:"members"`
-				Filter  any      `json:"filter,omitempty"`
-				Handles []string `json:"handles,omitempty"`
-			}{k.Room, k.Channel, joined, members, filterJSON(filter), p.Handles})
+				Room    string        `json:"room"`
+				Channel string        `json:"channel"`
+				Joined  bool          `json:"joined"`
+				Members int           `json:"members"`
+				Filter  any           `json:"filter,omitempty"`
+				Handles []string      `json:"handles,omitempty"`
+				Replay  *ReplayResult `json:"replay,omitempty"`
+			}{k.Room, k.Channel, joined, members, filterJSON(filter), p.Handles, replay})
 		},
 	}
 }

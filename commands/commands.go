@@ -38,6 +38,25 @@ type Deps struct {
 	Status func() any
 	// Events reports membership and channel changes (telemetry); may be nil.
 	Events Events
+	// Replayer serves join_channel's since; may be nil (no history).
+	Replayer Replayer
+}
+
+// Replayer sends a joining member the messages it missed.
+type Replayer interface {
+	// Replay checks since and returns the function to run under the
+	// channel's lock, just before c becomes a member, and the result it
+	// fills in.
+	Replay(since string, c *engine.Conn) (before func(*fanout.Channel), res *ReplayResult, err *codec.Error)
+}
+
+// ReplayResult says what a join's replay sent.
+type ReplayResult struct {
+	Replayed int    `json:"replayed"`
+	Last     string `json:"last_position,omitempty"`
+	// Complete is false when history older than what is kept was asked for:
+	// some missed messages are gone.
+	Complete bool `json:"complete"`
 }
 
 // Events hears about what commands change. Implementations must not block.

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -25,6 +27,8 @@ type Loop struct {
 	dirty []*Conn // connections with pending frames
 	conns map[*Conn]struct{}
 	drain gnet.RunnableFunc
+
+	swept atomic.Int64 // server clock of the last sweep: proves the loop runs
 }
 
 // delivery is one frame for a set of connections, or a close request.
@@ -36,6 +40,7 @@ type delivery struct {
 
 	closeCode   ws.StatusCode // with one: close it instead of writing
 	closeReason string
+	posted      int64 // server clock when posted, when OnRouted is set
 }
 
 func newLoop(srv *Server, el gnet.EventLoop) *Loop {
@@ -52,6 +57,9 @@ func (l *Loop) Deliver(frame []byte, to []*Conn, except *Conn) {
 }
 
 func (l *Loop) post(d delivery) {
+	if l.srv.cfg.OnRouted != nil {
+		d.posted = l.srv.clock()
+	}
 	l.mu.Lock()
 	l.inbox = append(l.inbox, d)
 	wake := !l.scheduled
@@ -95,9 +103,17 @@ func (l *Loop) runDrain(context.Context) error {
 			}
 		}
 	}
+	l.flushDirty()
+	if observe := l.srv.cfg.OnRouted; observe != nil {
+		now := l.srv.clock()
+		for i := range batch {
+			if batch[i].posted != 0 && batch[i].closeCode == 0 {
+				observe(time.Duration(now - batch[i].posted))
+			}
+		}
+	}
 	clear(batch)
 	l.spare = batch[:0]
-	l.flushDirty()
 	l.srv.stats.deliveries.Add(delivered)
 	return nil
 }
@@ -120,6 +136,7 @@ func (l *Loop) flushDirty() {
 func (l *Loop) forEachConn(fn func(c *Conn)) error {
 	return l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		defer l.srv.recoverLoop("sweep", nil)
+		l.swept.Store(l.srv.clock())
 		for c := range l.conns {
 			fn(c)
 		}

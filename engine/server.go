@@ -30,6 +30,10 @@ type Config struct {
 	PingInterval     time.Duration // silence after which the server pings
 	IdleTimeout      time.Duration // silence after which the connection is closed
 	Logger           *slog.Logger
+	// OnRouted, if set, hears how long each delivery waited between being
+	// posted to a loop and its frames being written: once per message per
+	// loop, never per recipient.
+	OnRouted func(time.Duration)
 }
 
 func (c *Config) setDefaults() {
@@ -193,6 +197,25 @@ func (s *Server) CloseAll(notice []byte, code ws.StatusCode, reason string) {
 			c.closeWith(code, reason)
 		})
 	}
+}
+
+// LoopsAlive reports whether every event loop ran its sweep lately (the
+// sweep is posted each second): a loop stuck in a callback stops answering.
+func (s *Server) LoopsAlive() bool {
+	select {
+	case <-s.ready:
+	default:
+		return false
+	}
+	now := s.clock()
+	s.loopsMu.RLock()
+	defer s.loopsMu.RUnlock()
+	for _, l := range s.loops {
+		if last := l.swept.Load(); last != 0 && now-last > int64(5*time.Second) {
+			return false
+		}
+	}
+	return true
 }
 
 // Stats returns a snapshot of the counters.

@@ -23,12 +23,17 @@ type Channel struct {
 	Created   time.Time
 	Bootstrap bool // created at start; never deleted
 
+	// State is the owner's per-channel state (the bus keeps its history
+	// clock there), made by Options.NewState when the channel is created.
+	// Fields in it that Publish's Preparer touches are guarded by the channel
+	// lock.
+	State any
+
 	// mu orders publishes and serialises membership changes. A publish holds
 	// it while it posts to every loop, so members on different loops see the
 	// channel's messages in the same order.
 	mu       sync.Mutex
 	members  atomic.Pointer[memberSet]
-	seq      uint64                 // messages published, under mu
 	handlers map[string]*handlerSet // command name -> members serving it, under mu
 	deleted  bool                   // removed from the hub, under mu: joins must look again
 
@@ -57,8 +62,8 @@ type filteredMember struct {
 
 var emptySet = &memberSet{}
 
-func newChannel(k Key, bootstrap bool) *Channel {
-	ch := &Channel{Key: k, Created: time.Now(), Bootstrap: bootstrap}
+func newChannel(k Key, bootstrap bool, created time.Time) *Channel {
+	ch := &Channel{Key: k, Created: created, Bootstrap: bootstrap}
 	ch.members.Store(emptySet)
 	ch.lastActivity.Store(ch.Created.UnixNano())
 	return ch
@@ -104,13 +109,18 @@ func (set *memberSet) has(c *engine.Conn) bool {
 }
 
 // add makes c a member, receiving only what f matches when f is not empty.
-// A member that joins again keeps its membership with the new filter; add
-// reports whether c is new, and false for ok when the channel was deleted.
-func (ch *Channel) add(c *engine.Conn, f Filter) (isNew, ok bool) {
+// before, if not nil, runs first under the channel lock: frames it delivers
+// to c reach it ahead of any message published after the join. A member that
+// joins again keeps its membership with the new filter; add reports whether c
+// is new, and false for ok when the channel was deleted.
+func (ch *Channel) add(c *engine.Conn, f Filter, before func(*Channel)) (isNew, ok bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.deleted {
 		return false, false
+	}
+	if before != nil {
+		before(ch)
 	}
 	old := ch.members.Load()
 	isNew = !old.has(c)
@@ -179,16 +189,25 @@ func (set *memberSet) without(c *engine.Conn) *memberSet {
 
 func (ch *Channel) touch() { ch.lastActivity.Store(time.Now().UnixNano()) }
 
-// Publish sends frame to every member but except whose filter, if it has
-// one, matches attrs, and returns the message's sequence number in the
-// channel (1-based) and how many members it went to. attrs is consulted only
-// when filtered members exist. The frame is shared by all recipients and must
-// not be modified afterwards.
-func (ch *Channel) Publish(frame []byte, except *engine.Conn, attrs Attrs) (seq uint64, recipients int) {
+// Preparer makes a message's frame under the channel lock, so that what it
+// stamps on the message (a history position) follows delivery order.
+type Preparer interface {
+	Prepare(ch *Channel) (frame []byte)
+}
+
+// Publish sends the frame p prepares to every member but except whose
+// filter, if it has one, matches attrs, and returns how many members it went
+// to. attrs is consulted only when filtered members exist. The frame is
+// shared by all recipients and must not be modified afterwards; a nil frame
+// publishes nothing.
+func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) (recipients int) {
 	ch.mu.Lock()
+	frame := p.Prepare(ch)
+	if frame == nil {
+		ch.mu.Unlock()
+		return 0
+	}
 	set := ch.members.Load()
-	ch.seq++
-	seq = ch.seq
 	for _, g := range set.groups {
 		g.loop.Deliver(frame, g.conns, except)
 		recipients += len(g.conns)
@@ -202,8 +221,14 @@ func (ch *Channel) Publish(frame []byte, except *engine.Conn, attrs Attrs) (seq 
 	}
 	ch.published.Add(1)
 	ch.lastActivity.Store(time.Now().UnixNano())
-	return seq, recipients
+	return recipients
 }
+
+// Frame is a Preparer for a frame made beforehand.
+type Frame []byte
+
+// Prepare returns the frame itself.
+func (f Frame) Prepare(*Channel) []byte { return f }
 
 // deliverFiltered hands each loop the filtered members that match, in one
 // delivery per loop.

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/arqonbus/arqonbus/engine"
 )
@@ -26,6 +27,7 @@ var (
 type Hub struct {
 	seed       maphash.Seed
 	autoCreate bool
+	newState   func(Key) any
 	chans      [shardCount]chanShard
 	clients    [shardCount]clientShard
 	nChans     atomic.Int64
@@ -48,11 +50,13 @@ type Options struct {
 	Bootstrap []Key
 	// AutoCreate lets Join create a channel that does not exist.
 	AutoCreate bool
+	// NewState, if set, makes each new channel's State.
+	NewState func(k Key) any
 }
 
 // NewHub makes a hub holding the bootstrap channels.
 func NewHub(o Options) *Hub {
-	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate}
+	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate, newState: o.NewState}
 	for i := range h.chans {
 		h.chans[i].m = make(map[Key]*Channel)
 		h.clients[i].m = make(map[string]*engine.Conn)
@@ -60,7 +64,7 @@ func NewHub(o Options) *Hub {
 	for _, k := range o.Bootstrap {
 		sh := h.chanShard(k)
 		if _, ok := sh.m[k]; !ok {
-			sh.m[k] = newChannel(k, true)
+			sh.m[k] = h.newChannel(k, true, time.Now())
 			h.nChans.Add(1)
 		}
 	}
@@ -89,24 +93,38 @@ func (h *Hub) Channel(k Key) *Channel {
 	return ch
 }
 
+func (h *Hub) newChannel(k Key, bootstrap bool, created time.Time) *Channel {
+	ch := newChannel(k, bootstrap, created)
+	if h.newState != nil {
+		ch.State = h.newState(k)
+	}
+	return ch
+}
+
 // Create makes channel k; ErrChannelExists if it is there.
-func (h *Hub) Create(k Key) (*Channel, error) {
+func (h *Hub) Create(k Key) (*Channel, error) { return h.CreateAt(k, time.Now()) }
+
+// CreateAt makes channel k with its creation time (a restored channel keeps
+// the time it was first made); ErrChannelExists if it is there.
+func (h *Hub) CreateAt(k Key, created time.Time) (*Channel, error) {
 	sh := h.chanShard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if ch := sh.m[k]; ch != nil {
 		return ch, ErrChannelExists
 	}
-	ch := newChannel(k, false)
+	ch := h.newChannel(k, false, created)
 	sh.m[k] = ch
 	h.nChans.Add(1)
 	return ch, nil
 }
 
 // Join makes c a member of k, creating the channel when the hub auto-creates;
-// with a filter c receives only the events it matches. It reports whether c
+// with a filter c receives only the events it matches. before, if not nil,
+// runs under the channel lock just before c becomes a member (a replay of
+// missed messages goes there: no gap, no duplicate). Join reports whether c
 // newly joined (false if it already was a member: its filter is replaced).
-func (h *Hub) Join(k Key, c *engine.Conn, f Filter) (ch *Channel, joined bool, err error) {
+func (h *Hub) Join(k Key, c *engine.Conn, f Filter, before func(*Channel)) (ch *Channel, joined bool, err error) {
 	for {
 		ch = h.Channel(k)
 		if ch == nil {
@@ -115,7 +133,7 @@ func (h *Hub) Join(k Key, c *engine.Conn, f Filter) (ch *Channel, joined bool, e
 			}
 			ch, _ = h.Create(k) // lost a race to another creator: use theirs
 		}
-		if joined, ok := ch.add(c, f); ok {
+		if joined, ok := ch.add(c, f, before); ok {
 			return ch, joined, nil
 		}
 		// Deleted between the lookup and the join: look again.
@@ -169,6 +187,20 @@ func (h *Hub) Channels() []*Channel {
 		return a.Channel < b.Channel
 	})
 	return out
+}
+
+// RoomCount is the number of rooms with at least one channel.
+func (h *Hub) RoomCount() int {
+	rooms := make(map[string]struct{})
+	for i := range h.chans {
+		sh := &h.chans[i]
+		sh.mu.RLock()
+		for k := range sh.m {
+			rooms[k.Room] = struct{}{}
+		}
+		sh.mu.RUnlock()
+	}
+	return len(rooms)
 }
 
 // ChannelCount is the number of channels.

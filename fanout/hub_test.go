@@ -17,11 +17,11 @@ func TestBootstrapAndAutoCreate(t *testing.T) {
 	}
 	c := &engine.Conn{}
 	k := Key{Room: "research", Channel: "coordination"}
-	ch, joined, err := h.Join(k, c, nil)
+	ch, joined, err := h.Join(k, c, nil, nil)
 	if err != nil || !joined || ch.Members() != 1 || h.ChannelCount() != 2 {
 		t.Fatalf("join: %v %v %d", joined, err, h.ChannelCount())
 	}
-	if _, joined, _ = h.Join(k, c, nil); joined {
+	if _, joined, _ = h.Join(k, c, nil, nil); joined {
 		t.Fatal("second join counted twice")
 	}
 	if err := h.Delete(general); !errors.Is(err, ErrBootstrap) {
@@ -39,7 +39,7 @@ func TestBootstrapAndAutoCreate(t *testing.T) {
 	}
 
 	strict := NewHub(Options{AutoCreate: false})
-	if _, _, err := strict.Join(k, c, nil); !errors.Is(err, ErrChannelNotFound) {
+	if _, _, err := strict.Join(k, c, nil, nil); !errors.Is(err, ErrChannelNotFound) {
 		t.Fatalf("no auto-create: %v", err)
 	}
 	if _, err := strict.Create(k); err != nil {
@@ -55,7 +55,7 @@ func TestMembershipSnapshotsStayIntact(t *testing.T) {
 	ch := h.Channel(general)
 	a, b, c := &engine.Conn{}, &engine.Conn{}, &engine.Conn{}
 	for _, m := range []*engine.Conn{a, b, c} {
-		h.Join(general, m, nil)
+		h.Join(general, m, nil, nil)
 	}
 	before := ch.members.Load()
 	h.Leave(ch, b)
@@ -110,7 +110,7 @@ func TestConcurrentMembership(t *testing.T) {
 			conns := make([]*engine.Conn, 50)
 			for i := range conns {
 				conns[i] = &engine.Conn{}
-				ch, _, _ := h.Join(keys[(g+i)%len(keys)], conns[i], nil)
+				ch, _, _ := h.Join(keys[(g+i)%len(keys)], conns[i], nil, nil)
 				_ = ch.Members()
 			}
 			for i, c := range conns {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -47,6 +48,9 @@ type config struct {
 	BootstrapChannels string
 	Storage           string
 	HistorySize       int
+	RedisURL          string
+	Persist           string
+	PersistBuffer     int
 	JWTSecret         string
 	AdminToken        string
 	AllowedOrigins    string
@@ -57,8 +61,11 @@ type config struct {
 	MaxSubscriptions  int
 	MaxPending        int
 	CommandTimeout    time.Duration
-	LogLevel          string
-	LogFormat         string
+
+	TelemetryMaxConnections int
+	TelemetrySnapshotEvery  time.Duration
+	LogLevel                string
+	LogFormat               string
 }
 
 func (c *config) options() []option {
@@ -81,8 +88,11 @@ func (c *config) options() []option {
 		{"auto-create", "true", "join_channel creates missing channels", boolean(&c.AutoCreate)},
 		{"auto-join", "", "room:channel list every new connection joins", str(&c.AutoJoin)},
 		{"bootstrap-channels", defaultBootstrap, "room:channel list created at start, never deletable", str(&c.BootstrapChannels)},
-		{"storage", "memory", "history store: memory", oneOf(&c.Storage, "memory")},
+		{"storage", "memory", "history store: memory or redis", oneOf(&c.Storage, "memory", "redis")},
 		{"history-size", "500", "messages kept per channel", intRange(&c.HistorySize, 1, 1<<20)},
+		{"redis-url", "redis://127.0.0.1:6379", "Redis for storage=redis", redisURL(&c.RedisURL)},
+		{"persist", "async", "async: acks once routed; sync: an ack waits until Redis has the event", oneOf(&c.Persist, "async", "sync")},
+		{"persist-buffer", "100000", "writes kept in memory while Redis is unreachable (oldest dropped beyond)", intRange(&c.PersistBuffer, 1, 1<<26)},
 		{"jwt-secret", "", "HS256 secret: when set, every connection needs a valid JWT (token= or Authorization: Bearer)", str(&c.JWTSecret)},
 		{"admin-token", "", "without JWT, connecting with admin_token=<this> grants admin", str(&c.AdminToken)},
 		{"allowed-origins", "", "comma-separated browser origins allowed to connect (empty: any)", str(&c.AllowedOrigins)},
@@ -93,6 +103,8 @@ func (c *config) options() []option {
 		{"max-subscriptions", "200", "channels one client may join", intRange(&c.MaxSubscriptions, 1, 1<<20)},
 		{"max-pending-commands", "100", "commands one client may have in flight to service handlers", intRange(&c.MaxPending, 1, 1<<20)},
 		{"command-timeout", "5s", "time a service handler has to answer a command", duration(&c.CommandTimeout)},
+		{"telemetry-max-connections", "100", "telemetry WebSocket clients at once (more are closed with 1013)", intRange(&c.TelemetryMaxConnections, 1, 1<<16)},
+		{"telemetry-snapshot-interval", "5s", "period of the metrics_snapshot telemetry event", duration(&c.TelemetrySnapshotEvery)},
 		{"log-level", "info", "debug, info, warn or error", oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{"log-format", "text", "text or json", oneOf(&c.LogFormat, "text", "json")},
 	}
@@ -179,6 +191,17 @@ func intRange(p *int, lo, hi int) func(string) error {
 			return fmt.Errorf("must be between %d and %d", lo, hi)
 		}
 		*p = n
+		return nil
+	}
+}
+
+func redisURL(p *string) func(string) error {
+	return func(v string) error {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return errors.New("not a redis:// or rediss:// URL with a host")
+		}
+		*p = v
 		return nil
 	}
 }

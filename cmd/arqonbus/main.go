@@ -9,18 +9,31 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/arqonbus/arqonbus/bus"
+	"github.com/arqonbus/arqonbus/codec"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
+	"github.com/arqonbus/arqonbus/ops"
+	"github.com/arqonbus/arqonbus/persist"
+	"github.com/arqonbus/arqonbus/telemetry"
 )
 
 const defaultBootstrap = bus.DefaultBootstrap
+
+// Build information, set with -ldflags "-X main.commit=... -X main.buildDate=...".
+var (
+	commit    = "dev"
+	buildDate = ""
+)
 
 func main() {
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
@@ -47,8 +60,26 @@ func newLogger(cfg *config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
+// node is one running bus and everything wired around it.
+type node struct {
+	cfg       *config
+	log       *slog.Logger
+	hub       *fanout.Hub
+	store     persist.Store
+	bus       *bus.Bus
+	clients   *engine.Server
+	telSrv    *engine.Server
+	tel       *telemetry.Emitter
+	http      *ops.Server
+	started   time.Time
+	ready     atomic.Bool
+	draining  atomic.Bool
+	clientErr chan error
+	telErr    chan error
+}
+
 func run(cfg *config) error {
-	log := newLogger(cfg)
+	n := &node{cfg: cfg, log: newLogger(cfg), started: time.Now(), clientErr: make(chan error, 1), telErr: make(chan error, 1)}
 	if cfg.NodeID == "" {
 		b := make([]byte, 3)
 		_, _ = rand.Read(b)
@@ -63,13 +94,25 @@ func run(cfg *config) error {
 		return fmt.Errorf("invalid ARQONBUS_AUTO_JOIN: %w", err)
 	}
 
-	hub := fanout.NewHub(fanout.Options{Bootstrap: bootstrap, AutoCreate: cfg.AutoCreate})
-	b := bus.New(bus.Config{
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := n.openStore(ctx); err != nil {
+		return err
+	}
+	n.hub = fanout.NewHub(fanout.Options{Bootstrap: bootstrap, AutoCreate: cfg.AutoCreate, NewState: bus.NewChannelState})
+	n.restoreChannels(ctx)
+
+	n.tel = telemetry.New(telemetry.Options{
+		NodeID: cfg.NodeID, Hub: n.hub, Logger: n.log,
+		StreamChannel: bus.TelemetryChannel, DashboardChannel: bus.DashboardChannel,
+		SnapshotEvery: cfg.TelemetrySnapshotEvery,
+		Snapshot:      n.telemetrySnapshot,
+	})
+	n.bus = bus.New(bus.Config{
 		NodeID:             cfg.NodeID,
 		MaxViolations:      cfg.MaxViolations,
 		ReplaceDuplicate:   cfg.ReplaceDuplicate,
 		AutoJoin:           autoJoin,
-		StorageMode:        cfg.Storage,
 		JWTSecret:          cfg.JWTSecret,
 		AdminToken:         cfg.AdminToken,
 		AllowedOrigins:     splitList(cfg.AllowedOrigins),
@@ -80,10 +123,27 @@ func run(cfg *config) error {
 		MaxSubscriptions:   cfg.MaxSubscriptions,
 		MaxPendingCommands: cfg.MaxPending,
 		CommandTimeout:     cfg.CommandTimeout,
-		Logger:             log,
-	}, hub)
+		Store:              n.store,
+		SyncAcks:           cfg.Persist == "sync",
+		Telemetry:          n.tel,
+		Logger:             n.log,
+	}, n.hub)
+
+	n.http = ops.New(ops.Options{
+		Addr:   net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)),
+		Source: n,
+		Logger: n.log,
+		TelemetryWSURL: func(r *http.Request) string {
+			host, _, err := net.SplitHostPort(r.Host)
+			if err != nil {
+				host = r.Host
+			}
+			return "ws://" + net.JoinHostPort(host, strconv.Itoa(cfg.TelemetryPort)) + "/"
+		},
+	})
+	latency := n.http.RoutingLatency()
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
-	srv := engine.New(engine.Config{
+	n.clients = engine.New(engine.Config{
 		Addr:             addr,
 		Loops:            cfg.Loops,
 		MaxConnections:   cfg.MaxConnections,
@@ -92,48 +152,193 @@ func run(cfg *config) error {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		PingInterval:     cfg.PingInterval,
 		IdleTimeout:      cfg.IdleTimeout,
-		Logger:           log,
-	}, b)
-	b.AttachEngine(srv)
+		Logger:           n.log,
+		OnRouted:         func(d time.Duration) { latency.Observe(d.Seconds()) },
+	}, n.bus)
+	n.bus.AttachEngine(n.clients)
+	telAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.TelemetryPort))
+	n.telSrv = engine.New(engine.Config{
+		Addr:             telAddr,
+		Loops:            1,
+		MaxConnections:   cfg.TelemetryMaxConnections + 64, // the handler closes the excess with 1013
+		MaxOutboundBytes: cfg.MaxOutboundBytes,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		PingInterval:     cfg.PingInterval,
+		IdleTimeout:      cfg.IdleTimeout,
+		Logger:           n.log,
+	}, n.tel.WSHandler(cfg.TelemetryMaxConnections))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go b.Run(ctx)
-
-	engineDone := make(chan error, 1)
-	go func() { engineDone <- srv.Run() }()
-	select {
-	case <-srv.Ready():
-		log.Info("arqonbus listening", "addr", "ws://"+addr, "node_id", cfg.NodeID, "version", bus.Version,
-			"max_connections", cfg.MaxConnections, "storage", cfg.Storage)
-	case err := <-engineDone:
-		return err
+	if err := n.http.Start(); err != nil {
+		return fmt.Errorf("http on port %d: %w", cfg.HTTPPort, err)
 	}
+	go n.bus.Run(ctx)
+	telDone := make(chan struct{})
+	go func() { n.tel.Run(ctx); close(telDone) }()
+	go func() { n.clientErr <- n.clients.Run() }()
+	go func() { n.telErr <- n.telSrv.Run() }()
+	for _, s := range []struct {
+		srv  *engine.Server
+		errc chan error
+	}{{n.clients, n.clientErr}, {n.telSrv, n.telErr}} {
+		select {
+		case <-s.srv.Ready():
+		case err := <-s.errc:
+			return err
+		}
+	}
+	n.ready.Store(true)
+	h := n.store.Health()
+	n.log.Info("arqonbus listening", "addr", "ws://"+addr, "telemetry", "ws://"+telAddr,
+		"http", "http://"+net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)), "node_id", cfg.NodeID,
+		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
-	case err := <-engineDone:
+	case err := <-n.clientErr:
+		return err
+	case err := <-n.telErr:
 		return err
 	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
+		n.log.Info("shutting down", "signal", s.String())
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	err = n.shutdown()
+	cancel()
+	<-telDone
+	return err
+}
+
+// shutdown drains: /ready turns 503, clients get a system notice and close
+// 1001, the engines stop, and the store flushes, all within the deadline.
+func (n *node) shutdown() error {
+	sctx, scancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer scancel()
-	srv.CloseAll(b.ShutdownNotice(), engine.CloseGoingAway, "server shutting down")
-	// Give the close frames a moment to leave before the loops stop.
-	time.Sleep(100 * time.Millisecond)
-	if err := srv.Stop(sctx); err != nil {
-		log.Warn("engine stop", "err", err)
-	}
-	select {
-	case err := <-engineDone:
-		if err != nil {
-			return err
+	n.draining.Store(true)
+	n.clients.CloseAll(n.bus.ShutdownNotice(), engine.CloseGoingAway, "server shutting down")
+	n.telSrv.CloseAll(nil, engine.CloseGoingAway, "server shutting down")
+	time.Sleep(100 * time.Millisecond) // let the close frames leave before the loops stop
+	var errs []error
+	for _, s := range []struct {
+		srv  *engine.Server
+		errc chan error
+	}{{n.clients, n.clientErr}, {n.telSrv, n.telErr}} {
+		if err := s.srv.Stop(sctx); err != nil {
+			n.log.Warn("engine stop", "err", err)
 		}
-	case <-sctx.Done():
-		return errors.New("shutdown deadline passed")
+		select {
+		case err := <-s.errc:
+			if err != nil {
+				errs = append(errs, err)
+			}
+		case <-sctx.Done():
+			errs = append(errs, errors.New("shutdown deadline passed stopping the engines"))
+		}
 	}
-	log.Info("stopped")
+	if err := n.store.Close(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("flushing storage: %w", err))
+	}
+	_ = n.http.Shutdown(sctx)
+	if len(errs) == 0 {
+		n.log.Info("stopped")
+	}
+	return errors.Join(errs...)
+}
+
+// openStore opens the history store. Redis unreachable at start is not
+// fatal: the store starts degraded, in memory, and keeps trying.
+func (n *node) openStore(ctx context.Context) error {
+	if n.cfg.Storage != "redis" {
+		n.store = persist.NewMemory(n.cfg.HistorySize)
+		return nil
+	}
+	r, err := persist.NewRedis(ctx, persist.RedisOptions{
+		URL:         n.cfg.RedisURL,
+		HistorySize: n.cfg.HistorySize,
+		Buffer:      n.cfg.PersistBuffer,
+		Logger:      n.log,
+		OnStateChange: func(h persist.Health) {
+			if n.tel == nil {
+				return
+			}
+			ev := "storage_recovered"
+			if h.Status == persist.StatusDegraded {
+				ev = "storage_degraded"
+			}
+			n.tel.Emit(ev, map[string]any{"mode": h.Mode, "status": h.Status, "backlog": h.Backlog, "last_error": h.LastError})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	n.store = r
 	return nil
+}
+
+// restoreChannels recreates the channels made with create_channel before a
+// restart and seeds every known channel's history clock.
+func (n *node) restoreChannels(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	saved, err := n.store.LoadChannels(rctx)
+	if err != nil {
+		n.log.Warn("could not restore channels", "err", err)
+	}
+	for name, created := range saved {
+		room, channel, ok := strings.Cut(name, ":")
+		if !ok || !codec.ValidName(room) || !codec.ValidName(channel) {
+			continue
+		}
+		_, _ = n.hub.CreateAt(fanout.Key{Room: room, Channel: channel}, created)
+	}
+	if len(saved) > 0 {
+		n.log.Info("restored channels", "count", len(saved))
+	}
+}
+
+// Snapshot is what the HTTP side reads (ops.Source).
+func (n *node) Snapshot() ops.Snapshot {
+	c := n.bus.Counters()
+	es := n.clients.Stats()
+	h := n.store.Health()
+	return ops.Snapshot{
+		NodeID: n.cfg.NodeID, Version: bus.Version, Protocol: codec.Version, Commit: commit, BuildDate: buildDate,
+		Started:    n.started,
+		Ready:      n.ready.Load() && !n.draining.Load(),
+		Draining:   n.draining.Load(),
+		LoopsAlive: n.clients.LoopsAlive() && n.telSrv.LoopsAlive(),
+		Storage: ops.StorageState{Mode: h.Mode, Status: h.Status, Backlog: h.Backlog, Dropped: h.Dropped,
+			LastError: h.LastError},
+		ClientsByType:        c.ClientsByType,
+		ActiveClients:        c.ActiveClients,
+		WebSocketConnections: es.Connections,
+		TelemetryConnections: n.tel.WSConnections(),
+		Rooms:                c.Rooms,
+		Channels:             c.Channels,
+		MessagesReceived:     es.MessagesIn,
+		MessagesSent:         es.Deliveries,
+		ErrorsByCode:         c.ErrorsByCode,
+		Commands:             c.Commands,
+		CommandErrors:        c.CommandErrors,
+		StorageWrites:        h.Written,
+		StorageErrors:        h.Dropped,
+		PersistQueueDepth:    h.Backlog,
+		TelemetryDropped:     n.tel.Dropped(),
+		SlowConsumers:        es.SlowConsumers,
+	}
+}
+
+// telemetrySnapshot is the payload of the periodic metrics_snapshot event.
+func (n *node) telemetrySnapshot() map[string]any {
+	c := n.bus.Counters()
+	h := n.store.Health()
+	return map[string]any{
+		"clients":                      c.ClientsByType,
+		"active_clients":               c.ActiveClients,
+		"messages_received_per_second": c.ReceivedPerSec,
+		"messages_sent_per_second":     c.SentPerSec,
+		"rooms":                        c.Rooms,
+		"channels":                     n.bus.ChannelUtilisation(100),
+		"channels_total":               c.Channels,
+		"storage":                      map[string]any{"mode": h.Mode, "status": h.Status, "backlog": h.Backlog},
+	}
 }

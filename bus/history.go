@@ -1,0 +1,162 @@
+package bus
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/commands"
+	"github.com/arqonbus/arqonbus/engine"
+	"github.com/arqonbus/arqonbus/fanout"
+	"github.com/arqonbus/arqonbus/persist"
+)
+
+// chanState is the bus's per-channel state (fanout.Channel.State).
+type chanState struct {
+	name  string        // "room:channel": the store's key, made once
+	clock persist.Clock // history positions; guarded by the channel lock
+}
+
+// NewChannelState makes the bus's state for a new channel: pass it to the
+// hub as fanout.Options.NewState.
+func NewChannelState(k fanout.Key) any { return &chanState{name: k.String()} }
+
+func stateOf(ch *fanout.Channel) *chanState { return ch.State.(*chanState) }
+
+// publishing stamps an event under its channel's lock: the next history
+// position, the routed frame (the sender's envelope plus position and
+// receive time under metadata), and the store write, so that positions,
+// store order and delivery order agree. One per session, reused.
+type publishing struct {
+	b    *Bus
+	env  *codec.Envelope
+	now  time.Time
+	pos  persist.Position
+	done func(error) // for a sync ack
+}
+
+// routedSlack covers the metadata the server adds and the frame header.
+const routedSlack = 160
+
+func (p *publishing) Prepare(ch *fanout.Channel) []byte {
+	st := stateOf(ch)
+	p.pos = st.clock.Next(p.now)
+	var scratch [96]byte
+	extra := append(scratch[:0], `"position":"`...)
+	extra = p.pos.AppendTo(extra)
+	extra = append(extra, `","received_at":`...)
+	extra = codec.AppendTimestamp(extra, p.now)
+	e := p.env
+	buf := make([]byte, engine.HeaderRoom, engine.HeaderRoom+len(e.Payload)+len(e.Metadata)+len(e.ID)+len(e.From)+len(e.Room)+len(e.Channel)+len(e.Timestamp)+routedSlack)
+	buf = codec.AppendRouted(buf, e, extra)
+	p.b.store.Append(st.name, persist.Entry{Position: p.pos, Data: buf[engine.HeaderRoom:]}, p.done)
+	return engine.FinishText(buf)
+}
+
+// syncAck answers an event sent with metadata.ack in sync mode once both the
+// routing (delivered count) and the store (durable or not) have reported,
+// whichever comes last.
+type syncAck struct {
+	b         *Bus
+	conn      *engine.Conn
+	env       *codec.Envelope
+	pos       persist.Position
+	delivered int
+	err       error
+	arrivals  atomic.Int32
+}
+
+func (a *syncAck) stored(err error) { a.err = err; a.arrive() }
+
+func (a *syncAck) routed(delivered int, pos persist.Position) {
+	a.delivered, a.pos = delivered, pos
+	a.arrive()
+}
+
+func (a *syncAck) arrive() {
+	if a.arrivals.Add(1) < 2 {
+		return
+	}
+	if a.err != nil {
+		a.b.sendErrorTo(a.conn, a.env.Room, a.env.Channel, a.env.ID,
+			codec.Unavailable("routed but not persisted: "+a.err.Error()))
+		return
+	}
+	a.conn.Send(a.b.responseFrame(a.env, ackResult(a.delivered, a.pos, true)))
+}
+
+func ackResult(delivered int, pos persist.Position, persisted bool) []byte {
+	out := []byte(`{"routed":true,"delivered":`)
+	out = appendInt(out, int64(max(delivered, 0)))
+	if !pos.IsZero() {
+		out = append(out, `,"position":"`...)
+		out = pos.AppendTo(out)
+		out = append(out, '"')
+	}
+	if persisted {
+		out = append(out, `,"persisted":true`...)
+	}
+	return append(out, '}')
+}
+
+// historyReader adapts the store to the history command.
+type historyReader struct{ b *Bus }
+
+func (h historyReader) History(ctx context.Context, q commands.HistoryQuery) ([]commands.HistoryEntry, *codec.Error) {
+	pq, cerr := toQuery(q.Limit, q.Since, q.Until)
+	if cerr != nil {
+		return nil, cerr
+	}
+	entries, err := h.b.store.Range(ctx, q.Key.String(), pq)
+	if err != nil {
+		return nil, codec.Unavailable("history read failed: " + err.Error())
+	}
+	out := make([]commands.HistoryEntry, len(entries))
+	for i, e := range entries {
+		out[i] = commands.HistoryEntry{Position: e.Position.String(), Envelope: e.Data}
+	}
+	return out, nil
+}
+
+func toQuery(limit int, since, until string) (persist.Query, *codec.Error) {
+	q := persist.Query{Limit: limit}
+	var err error
+	if since != "" {
+		if q.Since, err = persist.ParseBound(since); err != nil {
+			return q, codec.Validation("payload.parameters.since", err.Error())
+		}
+	}
+	if until != "" {
+		if q.Until, err = persist.ParseBound(until); err != nil {
+			return q, codec.Validation("payload.parameters.until", err.Error())
+		}
+	}
+	return q, nil
+}
+
+// replayer sends a joining member what it missed, from the memory ring the
+// store keeps of each channel's newest history.
+type replayer struct{ b *Bus }
+
+func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *commands.ReplayResult, *codec.Error) {
+	q, cerr := toQuery(persist.MaxLimit, since, "")
+	if cerr != nil {
+		return nil, nil, cerr
+	}
+	res := &commands.ReplayResult{}
+	return func(ch *fanout.Channel) {
+		// Under the channel lock: nothing is published between this read
+		// and the join, so the replay and live delivery meet without a gap
+		// or a duplicate.
+		entries, complete := r.b.store.Recent(stateOf(ch).name, q)
+		for _, e := range entries {
+			c.Send(engine.TextFrame(e.Data))
+		}
+		res.Replayed = len(entries)
+		res.Complete = complete
+		if n := len(entries); n > 0 {
+			res.Last = entries[n-1].Position.String()
+		}
+	}, res, nil
+}
