@@ -160,3 +160,9 @@ func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *
 		}
 	}, res, nil
 }
+
+// SeedClock makes ch's next positions follow last (the newest position its
+// history already holds, after a restart). Call it before serving.
+func SeedClock(ch *fanout.Channel, last persist.Position) {
+	stateOf(ch).clock.Observe(last)
+}

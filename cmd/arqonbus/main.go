@@ -293,6 +293,32 @@ func (n *node) restoreChannels(ctx context.Context) {
 	if len(saved) > 0 {
 		n.log.Info("restored channels", "count", len(saved))
 	}
+	w, ok := n.store.(persist.Warmer)
+	if !ok || n.store.Health().Status != persist.StatusOK {
+		return
+	}
+	// Load each channel's newest history into memory before serving: join
+	// replays read only the rings, and each channel's clock must continue
+	// above what its stream already holds.
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	names, err := w.Warm(wctx)
+	if err != nil {
+		n.log.Warn("could not load all history from storage", "err", err, "channels_loaded", len(names))
+	}
+	for _, name := range names {
+		room, channel, ok := strings.Cut(name, ":")
+		if !ok || !codec.ValidName(room) || !codec.ValidName(channel) {
+			continue
+		}
+		ch, _ := n.hub.CreateAt(fanout.Key{Room: room, Channel: channel}, time.Now())
+		if newest, _ := n.store.Recent(name, persist.Query{Limit: 1}); len(newest) == 1 {
+			bus.SeedClock(ch, newest[0].Position)
+		}
+	}
+	if len(names) > 0 {
+		n.log.Info("loaded history", "channels", len(names))
+	}
 }
 
 // Snapshot is what the HTTP side reads (ops.Source).

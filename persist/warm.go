@@ -1,0 +1,80 @@
+package persist
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/redis/rueidis"
+)
+
+// Warmer is a store that can load what it keeps elsewhere into its memory
+// rings before the bus starts serving.
+type Warmer interface {
+	// Warm loads every channel's newest history into its ring and returns
+	// the channels it found. Call it before the first Append.
+	Warm(ctx context.Context) ([]string, error)
+}
+
+var _ Warmer = (*Redis)(nil)
+
+// warmBatch is how many streams one round trip reads.
+const warmBatch = 64
+
+// Warm scans for the channel streams and loads the newest HistorySize
+// entries of each into its ring, so that after a restart replays (which
+// read only the rings, under the channel lock) see what was published before
+// it, and each channel's clock can be seeded above its stream's top. In
+// Redis Cluster the scan covers the node the client picks, not every shard.
+func (s *Redis) Warm(ctx context.Context) ([]string, error) {
+	c := s.getClient()
+	if c == nil || s.degraded.Load() {
+		return nil, fmt.Errorf("persist: warm: %w", ErrUnavailable)
+	}
+	prefix := s.o.KeyPrefix + ":{"
+	const suffix = "}:stream"
+	var channels []string
+	var cursor uint64
+	for {
+		res, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(prefix+"*"+suffix).Count(1000).Type("stream").Build()).AsScanEntry()
+		if err != nil {
+			return channels, fmt.Errorf("persist: warm: scan: %w", err)
+		}
+		var keys, names []string
+		for _, k := range res.Elements {
+			if name, ok := strings.CutPrefix(k, prefix); ok {
+				if name, ok = strings.CutSuffix(name, suffix); ok && name != "" {
+					keys, names = append(keys, k), append(names, name)
+				}
+			}
+		}
+		for i := 0; i < len(keys); i += warmBatch {
+			j := min(i+warmBatch, len(keys))
+			if err := s.warmStreams(ctx, c, keys[i:j], names[i:j]); err != nil {
+				return channels, err
+			}
+			channels = append(channels, names[i:j]...)
+		}
+		if cursor = res.Cursor; cursor == 0 {
+			return channels, nil
+		}
+	}
+}
+
+func (s *Redis) warmStreams(ctx context.Context, c rueidis.Client, keys, names []string) error {
+	cmds := make(rueidis.Commands, len(keys))
+	for i, k := range keys {
+		cmds[i] = c.B().Xrevrange().Key(k).End("+").Start("-").Count(int64(s.o.HistorySize)).Build()
+	}
+	for i, res := range c.DoMulti(ctx, cmds...) {
+		entries, err := parseEntries(res, true)
+		if err != nil {
+			return fmt.Errorf("persist: warm %q: %w", names[i], err)
+		}
+		ring := s.channels.getOrCreate(names[i]).ring
+		for _, e := range entries {
+			ring.Append(e)
+		}
+	}
+	return nil
+}
