@@ -126,11 +126,7 @@ func leaveChannelCommand() *Command {
 		Description: "Leave a channel.",
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
 		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
-			var p channelParams
-			if e := decodeParams(r.Params, &p); e != nil {
-				return nil, e
-			}
-			k, e := target(r.Env, p)
+			k, e := requestTarget(r)
 			if e != nil {
 				return nil, e
 			}
@@ -216,11 +212,7 @@ func channelInfoCommand() *Command {
 		Description: "A channel's members with their client types, its counters and its command handlers.",
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
 		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {
-			var p channelParams
-			if e := decodeParams(r.Params, &p); e != nil {
-				return nil, e
-			}
-			k, e := target(r.Env, p)
+			k, e := requestTarget(r)
 			if e != nil {
 				return nil, e
 			}
@@ -261,11 +253,7 @@ func createChannelCommand() *Command {
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
 		AdminOnly:   true,
 		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
-			var p channelParams
-			if e := decodeParams(r.Params, &p); e != nil {
-				return nil, e
-			}
-			k, e := target(r.Env, p)
+			k, e := requestTarget(r)
 			if e != nil {
 				return nil, e
 			}
@@ -291,11 +279,7 @@ func deleteChannelCommand() *Command {
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
 		AdminOnly:   true,
 		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
-			var p channelParams
-			if e := decodeParams(r.Params, &p); e != nil {
-				return nil, e
-			}
-			k, e := target(r.Env, p)
+			k, e := requestTarget(r)
 			if e != nil {
 				return nil, e
 			}

@@ -140,6 +140,16 @@ func decodeParams(raw []byte, v any) *codec.Error {
 	return nil
 }
 
+// requestTarget is target for commands whose only parameters are room and
+// channel.
+func requestTarget(r *Request) (fanout.Key, *codec.Error) {
+	var p channelParams
+	if e := decodeParams(r.Params, &p); e != nil {
+		return fanout.Key{}, e
+	}
+	return target(r.Env, p)
+}
+
 // target resolves the channel a command acts on: the envelope's room and
 // channel unless the parameters name others, "room:channel" allowed.
 func target(env *codec.Envelope, p channelParams) (fanout.Key, *codec.Error) {
