@@ -10,10 +10,8 @@ build: ## build the server and the load generator into bin/
 	$(GO) build -o $(BIN)/arqonbus ./cmd/arqonbus
 	$(GO) build -o $(BIN)/arqonbus-load ./perf/cmd/arqonbus-load
 
-run: ## start the bus on its defaults (ws://127.0.0.1:9100)
-	@echo "==> building and starting arqonbus on ws://$${ARQONBUS_HOST:-127.0.0.1}:$${ARQONBUS_PORT:-9100} (Ctrl-C stops it)"
-	$(GO) build -o $(BIN)/arqonbus ./cmd/arqonbus
-	./$(BIN)/arqonbus
+run: ## start the bus on its defaults (ws://127.0.0.1:9100, dashboard on http://127.0.0.1:8080/)
+	@bash scripts/run.sh
 
 test-deps: ## install what the tests need (redis-server, chromium, Node packages) when missing
 	@bash scripts/install-test-deps.sh
