@@ -39,7 +39,8 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 	s.claimable = false
 
 	// Rate limits are flow control, not violations: refused, not counted.
-	now := time.Now().UnixNano()
+	received := time.Now()
+	now := received.UnixNano()
 	if env.Type == codec.TypeCommand {
 		if ok, wait := s.commands.take(now, b.cfg.CommandRate, b.cfg.CommandBurst); !ok {
 			b.stats.rateLimited.Add(1)
@@ -54,7 +55,7 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 
 	switch env.Type {
 	case codec.TypeEvent:
-		b.publish(s, env, msg)
+		b.publish(s, env, received)
 	case codec.TypePrivate:
 		b.private(s, env, msg)
 	case codec.TypeCommand:
@@ -66,8 +67,9 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 	}
 }
 
-// publish routes an event to its channel's other members, as the sender sent it.
-func (b *Bus) publish(s *session, env *codec.Envelope, msg []byte) {
+// publish routes an event to its channel's other members, as the sender sent
+// it plus its history position (see publishing).
+func (b *Bus) publish(s *session, env *codec.Envelope, received time.Time) {
 	k := fanout.Key{Room: env.Room, Channel: env.Channel}
 	ch := s.channels[k]
 	if ch == nil {
@@ -77,7 +79,7 @@ func (b *Bus) publish(s *session, env *codec.Envelope, msg []byte) {
 	ack := wantsAck(env.Metadata)
 	var sa *syncAck
 	p := &s.pub
-	p.b, p.env, p.now, p.done = b, env, time.Now(), nil
+	p.b, p.env, p.now, p.done = b, env, received, nil
 	if ack && b.cfg.SyncAcks {
 		sa = &syncAck{b: b, conn: s.conn, env: env}
 		p.done = sa.stored

@@ -20,7 +20,11 @@ const (
 	ScenarioFanout   = "fanout"
 	ScenarioChannels = "channels"
 	ScenarioIdle     = "idle"
+	ScenarioCommand  = "command"
 )
+
+// EchoCommand is the service command the command scenario's handlers serve.
+const EchoCommand = "bench_echo"
 
 // MaxConnsPerProcess is the most connections one generator process opens. The machine allows
 // 20,000 open files per process; the rest is headroom for the runtime, stdio and listeners.
@@ -34,13 +38,16 @@ const portsPerSourceIP = 20000
 // Config describes one run. Zero values mean "the scenario's default" (see Normalize).
 type Config struct {
 	Addr     string // host:port of the server's client WebSocket
-	Scenario string // fanout, channels or idle
+	Scenario string // fanout, channels, command or idle
 
 	Subs     int     // fanout: subscribers on the channel; channels: subscribers per channel (K)
 	Pubs     int     // fanout: publishers; channels: publishers per channel
 	Channels int     // channels: number of channels; idle: channels the connections spread over
-	Rate     float64 // total messages per second over all publishers
+	Rate     float64 // total messages (command: requests) per second over all publishers
 	Conns    int     // idle: connections
+
+	Handlers   int // command: clients serving bench_echo on the channel (default 1)
+	Requesters int // command: clients sending bench_echo commands (default 10)
 
 	Warmup   time.Duration // publishing before the measured window; its messages are not counted
 	Duration time.Duration // the measured window
@@ -58,6 +65,10 @@ type Config struct {
 	ConnectTimeout     time.Duration // per connection: dial, upgrade, welcome and join
 
 	Room string // room for all channels (default "perf")
+
+	// MetricsURL, when set, is the server's Prometheus endpoint: the run then reads the storage
+	// counters (writes, errors, persistence queue depth) around and during the window.
+	MetricsURL string
 
 	// Logf receives progress lines (nil: silent). It is called from the run's goroutine only.
 	Logf func(format string, args ...any)
@@ -115,15 +126,29 @@ func (c Config) Normalize() (Config, error) {
 		if c.Channels > c.Conns {
 			c.Channels = c.Conns
 		}
+	case ScenarioCommand:
+		c.Handlers = orDefault(c.Handlers, 1)
+		c.Requesters = orDefault(c.Requesters, 10)
+		c.Channels = 1
+		if c.Rate == 0 {
+			c.Rate = 1000
+		}
 	case "":
-		return c, errors.New("no scenario: use fanout, channels or idle")
+		return c, errors.New("no scenario: use fanout, channels, command or idle")
 	default:
-		return c, fmt.Errorf("unknown scenario %q: use fanout, channels or idle", c.Scenario)
+		return c, fmt.Errorf("unknown scenario %q: use fanout, channels, command or idle", c.Scenario)
 	}
-	if c.Subs < 0 || c.Pubs < 0 || c.Channels < 0 || c.Conns < 0 {
+	if c.Subs < 0 || c.Pubs < 0 || c.Channels < 0 || c.Conns < 0 || c.Handlers < 0 || c.Requesters < 0 {
 		return c, errors.New("counts must not be negative")
 	}
-	if c.Scenario != ScenarioIdle {
+	if c.Scenario == ScenarioCommand {
+		if c.Rate <= 0 {
+			return c, errors.New("-rate must be positive")
+		}
+		if c.Handlers == 0 || c.Requesters == 0 {
+			return c, errors.New("-handlers and -requesters must be at least 1")
+		}
+	} else if c.Scenario != ScenarioIdle {
 		if c.Rate < 0 {
 			return c, errors.New("-rate must be positive")
 		}
@@ -155,6 +180,8 @@ func (c Config) TotalConns() int {
 		return c.Conns
 	case ScenarioFanout:
 		return c.Subs + c.Pubs
+	case ScenarioCommand:
+		return c.Handlers + c.Requesters
 	default:
 		return c.Channels * (c.Subs + c.Pubs)
 	}
@@ -167,6 +194,8 @@ func (c Config) Params() string {
 		return fmt.Sprintf("subs=%d pubs=%d rate=%g", c.Subs, c.Pubs, c.Rate)
 	case ScenarioChannels:
 		return fmt.Sprintf("channels=%d pubs=%d k=%d rate=%g", c.Channels, c.Pubs, c.Subs, c.Rate)
+	case ScenarioCommand:
+		return fmt.Sprintf("handlers=%d requesters=%d rate=%g", c.Handlers, c.Requesters, c.Rate)
 	default:
 		return fmt.Sprintf("conns=%d channels=%d", c.Conns, c.Channels)
 	}

@@ -202,8 +202,9 @@ func appendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
 // timestampLayout is RFC 3339 with milliseconds, as in the protocol's examples.
 const timestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
-// appendJoin appends the JSON of a join_channel command.
-func appendJoin(dst []byte, id, room, channel, from string, now time.Time) []byte {
+// appendJoin appends the JSON of a join_channel command with the given parameters object
+// (nil: none).
+func appendJoin(dst []byte, id, room, channel, from string, params []byte, now time.Time) []byte {
 	dst = append(dst, `{"version":"1.0","id":"`...)
 	dst = append(dst, id...)
 	dst = append(dst, `","type":"command","room":"`...)
@@ -214,14 +215,18 @@ func appendJoin(dst []byte, id, room, channel, from string, now time.Time) []byt
 	dst = append(dst, from...)
 	dst = append(dst, `","timestamp":"`...)
 	dst = now.UTC().AppendFormat(dst, timestampLayout)
-	dst = append(dst, `","payload":{"command":"join_channel","parameters":{}}}`...)
-	return dst
+	dst = append(dst, `","payload":{"command":"join_channel","parameters":`...)
+	if len(params) == 0 {
+		params = []byte(`{}`)
+	}
+	dst = append(dst, params...)
+	return append(dst, `}}`...)
 }
 
 // setup waits for the welcome, joins room:channel and waits for the join's reply, all within the
 // connection's deadline. Publishing before the reply could be refused (publishers must be
 // members), and a subscriber that is not yet a member would miss messages.
-func (c *conn) setup(room, channel, joinID string, deadline time.Time) error {
+func (c *conn) setup(room, channel, joinID string, joinParams []byte, deadline time.Time) error {
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return err
 	}
@@ -237,7 +242,7 @@ func (c *conn) setup(room, channel, joinID string, deadline time.Time) error {
 			return fmt.Errorf("%s: error instead of the welcome: %s", c.id, errorText(msg))
 		}
 	}
-	js := appendJoin(nil, joinID, room, channel, c.id, time.Now())
+	js := appendJoin(nil, joinID, room, channel, c.id, joinParams, time.Now())
 	if err := c.write(appendFrame(nil, ws.OpText, js)); err != nil {
 		return fmt.Errorf("%s: sending join: %w", c.id, err)
 	}

@@ -50,8 +50,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		tag: hex.EncodeToString(tag[:]),
 		d:   &dialer{addr: cfg.Addr, srcIPs: cfg.SrcIPs, timeout: cfg.ConnectTimeout},
 	}
-	if cfg.Scenario == ScenarioIdle {
+	switch cfg.Scenario {
+	case ScenarioIdle:
 		return r.idle(ctx)
+	case ScenarioCommand:
+		return r.command(ctx)
 	}
 	return r.traffic(ctx)
 }
@@ -66,9 +69,10 @@ type runner struct {
 
 // connSpec is what one connection is set up as.
 type connSpec struct {
-	id      string
-	channel string
-	readBuf int
+	id         string
+	channel    string
+	readBuf    int
+	joinParams []byte // parameters of its join_channel (nil: none)
 }
 
 // connectAll sets up every connection (dial, welcome, join) with bounded concurrency, calling
@@ -128,7 +132,7 @@ func (r *runner) connectOne(ctx context.Context, sp connSpec) (*conn, error) {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	joinID := "arq_j_" + strconv.FormatInt(r.joins.Add(1), 10)
-	if err := c.setup(r.cfg.Room, sp.channel, joinID, time.Now().Add(r.cfg.ConnectTimeout)); err != nil {
+	if err := c.setup(r.cfg.Room, sp.channel, joinID, sp.joinParams, time.Now().Add(r.cfg.ConnectTimeout)); err != nil {
 		c.nc.Close()
 		return nil, err
 	}
@@ -253,10 +257,17 @@ type publisher struct {
 	rate    float64       // messages per second for this publisher
 	phase   time.Duration // offset that spreads publishers over one interval
 
+	command bool // send bench_echo commands instead of events
+
 	sent       int64 // all messages sent
 	sentWindow int64 // messages sent with a timestamp inside the measured window
 	maxLag     time.Duration
 	err        error
+
+	// winSeq is the first sequence number sent inside the window (math.MaxInt64 until then).
+	// It is stored before those bytes are written, so a reader that sees an answer to one of
+	// them also sees it.
+	winSeq atomic.Int64
 }
 
 func (p *publisher) due(k int64) time.Duration {
@@ -267,6 +278,7 @@ func (p *publisher) run(ctx context.Context, start, windowStart, end time.Time) 
 	var batch, js, ts []byte
 	wsNanos := windowStart.UnixNano()
 	var seq int64
+	inWindow := false
 	for ctx.Err() == nil {
 		now := time.Now()
 		if !now.Before(end) {
@@ -282,8 +294,16 @@ func (p *publisher) run(ctx context.Context, start, windowStart, end time.Time) 
 			tn := now.UnixNano()
 			ts = now.UTC().AppendFormat(ts[:0], timestampLayout)
 			batch = batch[:0]
+			if !inWindow && tn >= wsNanos {
+				inWindow = true
+				p.winSeq.Store(seq)
+			}
 			for range n {
-				js = p.appendEvent(js[:0], seq, tn, ts)
+				if p.command {
+					js = p.appendCommand(js[:0], seq, tn, ts)
+				} else {
+					js = p.appendEvent(js[:0], seq, tn, ts)
+				}
 				batch = appendFrame(batch, ws.OpText, js)
 				seq++
 			}
@@ -303,6 +323,29 @@ func (p *publisher) run(ctx context.Context, start, windowStart, end time.Time) 
 			time.Sleep(d)
 		}
 	}
+}
+
+// appendCommand appends a bench_echo command whose parameters carry the same t/p/s as an event's
+// payload; its id, arq_c_<publisher>_<seq>, comes back as the answer's request_id.
+func (p *publisher) appendCommand(dst []byte, seq, t int64, ts []byte) []byte {
+	dst = append(dst, `{"version":"1.0","id":"`...)
+	dst = appendCommandID(dst, p.index, seq)
+	dst = append(dst, `","type":"command","room":"`...)
+	dst = append(dst, p.room...)
+	dst = append(dst, `","channel":"`...)
+	dst = append(dst, p.channel...)
+	dst = append(dst, `","from":"`...)
+	dst = append(dst, p.c.id...)
+	dst = append(dst, `","timestamp":"`...)
+	dst = append(dst, ts...)
+	dst = append(dst, `","payload":{"command":"`+EchoCommand+`","parameters":{"t":`...)
+	dst = strconv.AppendInt(dst, t, 10)
+	dst = append(dst, `,"p":`...)
+	dst = strconv.AppendInt(dst, p.index, 10)
+	dst = append(dst, `,"s":`...)
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, `}}}`...)
+	return dst
 }
 
 func (p *publisher) appendEvent(dst []byte, seq, t int64, ts []byte) []byte {

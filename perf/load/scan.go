@@ -3,6 +3,7 @@ package load
 import (
 	"bytes"
 	"math"
+	"strconv"
 )
 
 // The scanner below reads just the few fields the generator needs straight from the message
@@ -19,6 +20,9 @@ var (
 	keyT         = []byte(`"t":`)
 	keyP         = []byte(`"p":`)
 	keyS         = []byte(`"s":`)
+	keyID        = []byte(`"id":`)
+	keyParams    = []byte(`"parameters":`)
+	keyResult    = []byte(`"result":`)
 )
 
 // envType returns the value of the first "type" field: the envelope's own for every envelope the
@@ -81,11 +85,17 @@ func skipSpace(b []byte) []byte {
 // so the payload almost always reads exactly as written and is parsed in one pass; anything else
 // (spaces, another order) falls back to searching for each key.
 func parseEvent(msg []byte) (t, p, s int64, ok bool) {
-	i := bytes.Index(msg, keyPayload)
+	return parseTPS(msg, keyPayload)
+}
+
+// parseTPS reads the flat object {"t":N,"p":N,"s":N} that follows the first occurrence of key
+// (an event's payload, a command's parameters, an echo's result).
+func parseTPS(msg, key []byte) (t, p, s int64, ok bool) {
+	i := bytes.Index(msg, key)
 	if i < 0 {
 		return 0, 0, 0, false
 	}
-	body := msg[i+len(keyPayload):]
+	body := msg[i+len(key):]
 	if t, p, s, ok = parseExactPayload(body); ok {
 		return t, p, s, true
 	}
@@ -159,4 +169,51 @@ func errorText(msg []byte) string {
 		return string(msg)
 	}
 	return string(code) + ": " + string(text)
+}
+
+// commandIDPrefix starts the ids of the command scenario's requests: arq_c_<publisher>_<seq>.
+const commandIDPrefix = "arq_c_"
+
+func appendCommandID(dst []byte, p, seq int64) []byte {
+	dst = append(dst, commandIDPrefix...)
+	dst = strconv.AppendInt(dst, p, 10)
+	dst = append(dst, '_')
+	return strconv.AppendInt(dst, seq, 10)
+}
+
+// parseCommandID reads publisher and sequence back from a request id made by appendCommandID.
+func parseCommandID(id []byte) (p, seq int64, ok bool) {
+	rest, ok := bytes.CutPrefix(id, []byte(commandIDPrefix))
+	if !ok {
+		return 0, 0, false
+	}
+	if p, rest, ok = leadingInt(rest); !ok {
+		return 0, 0, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte("_")); !ok {
+		return 0, 0, false
+	}
+	if seq, rest, ok = leadingInt(rest); !ok || len(rest) != 0 {
+		return 0, 0, false
+	}
+	return p, seq, true
+}
+
+// rawObject returns the flat JSON object that follows the first occurrence of key, braces
+// included (nil if there is none). Flat: its first '}' ends it, as in the generator's own
+// parameters.
+func rawObject(msg, key []byte) []byte {
+	i := bytes.Index(msg, key)
+	if i < 0 {
+		return nil
+	}
+	body := skipSpace(msg[i+len(key):])
+	if len(body) == 0 || body[0] != '{' {
+		return nil
+	}
+	end := bytes.IndexByte(body, '}')
+	if end < 0 {
+		return nil
+	}
+	return body[:end+1]
 }
