@@ -61,11 +61,13 @@ func (d *deque) popFront() pending {
 
 // shard is one writer goroutine's queue. Channels map to shards by hash, so one channel's writes stay in
 // order. The queue holds everything not yet acknowledged by Redis except the batch in flight; its bound
-// is the shard's part of RedisOptions.Buffer.
+// is RedisOptions.Buffer across all shards together (total), so one busy channel may use all of it.
 type shard struct {
 	mu      sync.Mutex
 	q       deque
-	limit   int
+	limit   int           // writes queued across all shards
+	total   *atomic.Int64 // writes queued across all shards, shared
+
 	dropped []func(error) // done callbacks of entries dropped by Append, called by the writer
 	kick    chan struct{} // wakes the writer; one slot
 	backlog atomic.Int64  // queued plus in flight
@@ -81,8 +83,8 @@ const (
 	pushClosed
 )
 
-func newShard(limit int) *shard {
-	return &shard{limit: max(limit, 1), kick: make(chan struct{}, 1)}
+func newShard(limit int, total *atomic.Int64) *shard {
+	return &shard{limit: max(limit, 1), total: total, kick: make(chan struct{}, 1)}
 }
 
 func (sh *shard) wake() {
@@ -100,7 +102,10 @@ func (sh *shard) push(p pending, batchSize int) pushResult {
 		sh.mu.Unlock()
 		return pushClosed
 	}
-	if sh.q.len() >= sh.limit {
+	// Over the shared bound, this shard gives up its own oldest write: it
+	// keeps per-channel order, and the total overshoots by at most one write
+	// a shard.
+	if sh.total.Load() >= int64(sh.limit) && sh.q.len() > 0 {
 		old := sh.q.popFront()
 		if old.done != nil {
 			sh.dropped = append(sh.dropped, old.done)
@@ -108,6 +113,7 @@ func (sh *shard) push(p pending, batchSize int) pushResult {
 		res = pushedDroppedOldest
 	} else {
 		sh.backlog.Add(1)
+		sh.total.Add(1)
 	}
 	sh.q.pushBack(p)
 	n := sh.q.len()
@@ -123,6 +129,7 @@ func (sh *shard) take(dst []pending, max int) []pending {
 	sh.mu.Lock()
 	for sh.q.len() > 0 && len(dst) < max {
 		dst = append(dst, sh.q.popFront())
+		sh.total.Add(-1)
 	}
 	sh.mu.Unlock()
 	return dst
@@ -136,8 +143,10 @@ func (sh *shard) requeue(ps []pending) (dropped []pending) {
 	for i := len(ps) - 1; i >= 0; i-- {
 		sh.q.pushFront(ps[i])
 	}
-	for sh.q.len() > sh.limit {
+	sh.total.Add(int64(len(ps)))
+	for sh.total.Load() > int64(sh.limit) && sh.q.len() > 0 {
 		dropped = append(dropped, sh.q.popFront())
+		sh.total.Add(-1)
 	}
 	return dropped
 }
@@ -177,5 +186,6 @@ func (sh *shard) closeAndDrain() []pending {
 	for sh.q.len() > 0 {
 		out = append(out, sh.q.popFront())
 	}
+	sh.total.Add(-int64(len(out)))
 	return out
 }

@@ -18,7 +18,7 @@ import (
 type RedisOptions struct {
 	URL         string // redis://[user:password@]host:port[/db]; default redis://127.0.0.1:6379
 	HistorySize int    // entries kept per channel stream and memory ring; default 500
-	// Buffer bounds the writes waiting for Redis (ARQONBUS_PERSIST_BUFFER), split evenly across shards;
+	// Buffer bounds the writes waiting for Redis (ARQONBUS_PERSIST_BUFFER) across all shards together;
 	// beyond it the oldest are dropped. Each shard may hold one batch in flight on top. Default 100000.
 	Buffer     int
 	Shards     int           // writer goroutines; default 4
@@ -167,9 +167,9 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		stop:        make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	perShard := (o.Buffer + o.Shards - 1) / o.Shards
+	queued := new(atomic.Int64)
 	for range o.Shards {
-		s.shards = append(s.shards, newShard(perShard))
+		s.shards = append(s.shards, newShard(o.Buffer, queued))
 	}
 	prefix := o.KeyPrefix + ":{"
 	s.channels = newChannelTable(func(channel string) *channelState {
