@@ -128,31 +128,31 @@ func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
 	if ch := b.hub.Channel(fanout.Key{Room: env.Room, Channel: env.Channel}); ch != nil {
 		if h := ch.PickHandler(cmd.Command); h != nil {
 			b.forward(s, env, msg, h)
-			b.telemetryCommand(s, cmd.Command, "")
+			b.telemetryCommand(s, env, cmd.Command, "")
 			return
 		}
 	}
 	builtin := b.builtins.Get(cmd.Command)
 	if builtin == nil {
 		b.stats.commandErrors.Add(1)
-		b.telemetryCommand(s, cmd.Command, codec.CodeCommandNotFound)
+		b.telemetryCommand(s, env, cmd.Command, codec.CodeCommandNotFound)
 		b.sendError(s, env, withField(codec.CommandNotFound("no built-in or handler for command "+quote(cmd.Command)+" on "+env.Room+":"+env.Channel), "payload.command"))
 		return
 	}
 	req := &commands.Request{Env: env, Name: cmd.Command, Params: cmd.Parameters}
 	if builtin.Blocking {
-		b.telemetryCommand(s, cmd.Command, "")
+		b.telemetryCommand(s, env, cmd.Command, "")
 		b.runBlocking(s, builtin, req)
 		return
 	}
 	result, cerr := commands.Run(builtin, b.deps, s, req)
 	if cerr != nil {
 		b.stats.commandErrors.Add(1)
-		b.telemetryCommand(s, cmd.Command, cerr.Code)
+		b.telemetryCommand(s, env, cmd.Command, cerr.Code)
 		b.sendError(s, env, cerr)
 		return
 	}
-	b.telemetryCommand(s, cmd.Command, "")
+	b.telemetryCommand(s, env, cmd.Command, "")
 	b.respond(s, env, result)
 }
 

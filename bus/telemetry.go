@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"github.com/arqonbus/arqonbus/codec"
 	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/fanout"
 	"github.com/arqonbus/arqonbus/telemetry"
@@ -36,11 +37,11 @@ func (b *Bus) telemetryDisconnected(s *session) {
 	b.tel.Emit("client_disconnected", map[string]any{"client_id": s.ID(), "client_type": s.clientType})
 }
 
-func (b *Bus) telemetryCommand(s *session, name string, code string) {
+func (b *Bus) telemetryCommand(s *session, env *codec.Envelope, name string, code string) {
 	if b.tel == nil {
 		return
 	}
-	s.agent.Activity(telemetry.ActivityCommand, "", "")
+	s.agent.Activity(telemetry.ActivityCommand, env.Room, env.Channel)
 	status := "success"
 	if code != "" {
 		status = "error"

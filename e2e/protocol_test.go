@@ -235,9 +235,12 @@ func TestProtocol(t *testing.T) {
 	for _, cut := range []int{1, 2, 6, 50} {
 		t.Run(fmt.Sprintf("frame split at byte %d", cut), func(t *testing.T) {
 			id := fmt.Sprintf("arq_split_%d", cut)
-			c := rawDial(t, s, "proto_split", nil)
+			// One client id per cut: the previous subtest's connection may
+			// still be closing on the server, and ids are unique while live.
+			client := fmt.Sprintf("proto_split_%d", cut)
+			c := rawDial(t, s, client, nil)
 			c.expectWelcome()
-			f := textFrame(pingCommand("proto_split", id))
+			f := textFrame(pingCommand(client, id))
 			c.write(f[:cut])
 			time.Sleep(20 * time.Millisecond)
 			c.write(f[cut:])

@@ -25,6 +25,10 @@ func (s *Server) routes() http.Handler {
 	}).ServeHTTP)
 	ro("/api/config", s.apiConfig)
 	ro("/api/snapshot", s.apiSnapshot)
+	// Browsers ask for a favicon whatever the page says; answer it quietly.
+	mux.Handle("/favicon.ico", getOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
 	mux.Handle("/", getOnly(staticHandler()))
 	return mux
 }
@@ -130,7 +134,7 @@ func healthOf(s Snapshot, now time.Time) (int, healthBody) {
 			EventLoops: "ok",
 			Storage: healthStorage{
 				Mode: s.Storage.Mode, Status: s.Storage.Status, Backlog: s.Storage.Backlog,
-				LastError: s.Storage.LastError,
+				LastError: lastErrorIfDegraded(s.Storage),
 			},
 			Draining: s.Draining,
 		},
@@ -281,3 +285,12 @@ func (rs *rateSampler) rate(now time.Time, in, out uint64) (float64, float64) {
 }
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// lastErrorIfDegraded shows the storage's last error only while it matters:
+// after a recovery it is history, not health.
+func lastErrorIfDegraded(st StorageState) string {
+	if st.Degraded() {
+		return st.LastError
+	}
+	return ""
+}

@@ -107,7 +107,9 @@ type Server struct {
 
 // LatencyBuckets are the routing-latency histogram's upper bounds in seconds: 18 exponential buckets
 // from 50µs to 5s (each about twice the one before).
-var LatencyBuckets = prometheus.ExponentialBucketsRange(50e-6, 5, 18)
+var LatencyBuckets = []float64{
+	50e-6, 100e-6, 200e-6, 400e-6, 800e-6, 0.0016, 0.0032, 0.0064, 0.0128, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5,
+}
 
 // New builds a Server and its registry. It does not listen; see Start.
 func New(o Options) *Server {

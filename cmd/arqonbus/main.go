@@ -217,21 +217,28 @@ func (n *node) shutdown() error {
 	n.clients.CloseAll(n.bus.ShutdownNotice(), engine.CloseGoingAway, "server shutting down")
 	n.telSrv.CloseAll(nil, engine.CloseGoingAway, "server shutting down")
 	time.Sleep(100 * time.Millisecond) // let the close frames leave before the loops stop
+	// Both engines stop together: gnet takes at least 500 ms each.
 	var errs []error
+	stopped := make(chan error, 2)
 	for _, s := range []struct {
 		srv  *engine.Server
 		errc chan error
 	}{{n.clients, n.clientErr}, {n.telSrv, n.telErr}} {
-		if err := s.srv.Stop(sctx); err != nil {
-			n.log.Warn("engine stop", "err", err)
-		}
-		select {
-		case err := <-s.errc:
-			if err != nil {
-				errs = append(errs, err)
+		go func() {
+			if err := s.srv.Stop(sctx); err != nil {
+				n.log.Warn("engine stop", "err", err)
 			}
-		case <-sctx.Done():
-			errs = append(errs, errors.New("shutdown deadline passed stopping the engines"))
+			select {
+			case err := <-s.errc:
+				stopped <- err
+			case <-sctx.Done():
+				stopped <- errors.New("shutdown deadline passed stopping the engines")
+			}
+		}()
+	}
+	for range 2 {
+		if err := <-stopped; err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := n.store.Close(sctx); err != nil {

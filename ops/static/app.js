@@ -228,7 +228,7 @@
     agent_activity: "ev-agent", welcome: "ev-system", system: "ev-system",
   };
   function where(p) {
-    if (p.room === undefined && p.channel === undefined) return "";
+    if (!p.room && !p.channel) return "";
     return (p.room !== undefined ? p.room : "?") + ":" + (p.channel !== undefined ? p.channel : "?");
   }
   // describe returns [text pieces]: strings are plain, {id: x} render monospace, {dim: x} muted.
