@@ -51,6 +51,8 @@ type config struct {
 	RedisURL          string
 	Persist           string
 	PersistBuffer     int
+	RedisKeyPrefix    string
+	Cluster           bool
 	JWTSecret         string
 	AdminToken        string
 	AllowedOrigins    string
@@ -92,6 +94,8 @@ func (c *config) options() []option {
 		{"history-size", "500", "messages kept per channel", intRange(&c.HistorySize, 1, 1<<20)},
 		{"redis-url", "redis://127.0.0.1:6379", "Redis for storage=redis", redisURL(&c.RedisURL)},
 		{"persist", "async", "async: acks once routed; sync: an ack waits until Redis has the event", oneOf(&c.Persist, "async", "sync")},
+		{"redis-key-prefix", "arqonbus", "prefix of every Redis key (nodes sharing one Redis without clustering need their own)", keyPrefix(&c.RedisKeyPrefix)},
+		{"cluster", "false", "join the other nodes on the same Redis as one bus (not in this build: true is refused)", noCluster(&c.Cluster)},
 		{"persist-buffer", "100000", "writes kept in memory while Redis is unreachable (oldest dropped beyond)", intRange(&c.PersistBuffer, 1, 1<<26)},
 		{"jwt-secret", "", "HS256 secret: when set, every connection needs a valid JWT (token= or Authorization: Bearer)", str(&c.JWTSecret)},
 		{"admin-token", "", "without JWT, connecting with admin_token=<this> grants admin", str(&c.AdminToken)},
@@ -202,6 +206,30 @@ func redisURL(p *string) func(string) error {
 			return errors.New("not a redis:// or rediss:// URL with a host")
 		}
 		*p = v
+		return nil
+	}
+}
+
+func keyPrefix(p *string) func(string) error {
+	return func(v string) error {
+		if v == "" || len(v) > 64 || strings.ContainsAny(v, "{} \t\r\n") {
+			return errors.New("must be 1 to 64 characters without braces or spaces")
+		}
+		*p = v
+		return nil
+	}
+}
+
+// noCluster refuses clustering until it exists, rather than running
+// several nodes as if they were one bus when they are not.
+func noCluster(p *bool) func(string) error {
+	return func(v string) error {
+		if err := boolean(p)(v); err != nil {
+			return err
+		}
+		if *p {
+			return errors.New("clustering is not available in this build; run one node, or give each node its own --redis-key-prefix")
+		}
 		return nil
 	}
 }

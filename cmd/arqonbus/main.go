@@ -262,6 +262,7 @@ func (n *node) openStore(ctx context.Context) error {
 		URL:         n.cfg.RedisURL,
 		HistorySize: n.cfg.HistorySize,
 		Buffer:      n.cfg.PersistBuffer,
+		KeyPrefix:   n.cfg.RedisKeyPrefix,
 		Logger:      n.log,
 		OnStateChange: func(h persist.Health) {
 			if n.tel == nil {

@@ -23,12 +23,18 @@ import (
 // events fanned out to the other members in order. It can misbehave on purpose so that the
 // generator's loss and duplicate accounting can be checked.
 type fakeBus struct {
-	dropEvery int // drop every n-th delivery (0: never)
-	dupEvery  int // deliver every n-th delivery twice (0: never)
+	dropEvery    int // drop every n-th delivery (0: never)
+	dupEvery     int // deliver every n-th delivery twice (0: never)
+	timeoutEvery int // answer every n-th service command TIMEOUT instead of forwarding it (0: never)
+	loseEvery    int // forward every n-th service command nowhere, and never answer it (0: never)
 
 	mu         sync.Mutex
 	members    map[string]map[*fakeConn]bool // room:channel -> members
+	handlers   map[string][]*fakeConn        // room:channel -> members serving bench_echo
+	pending    map[string]*fakeConn          // command id -> requester
 	deliveries int
+	commands   int
+	rr         int
 }
 
 type fakeConn struct {
@@ -45,6 +51,8 @@ func (fc *fakeConn) send(msg []byte) {
 func startFakeBus(t *testing.T, fb *fakeBus) string {
 	t.Helper()
 	fb.members = map[string]map[*fakeConn]bool{}
+	fb.handlers = map[string][]*fakeConn{}
+	fb.pending = map[string]*fakeConn{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +99,11 @@ func (fb *fakeBus) serve(w http.ResponseWriter, r *http.Request) {
 			Room    string `json:"room"`
 			Channel string `json:"channel"`
 			Payload struct {
-				Command string `json:"command"`
+				Command    string `json:"command"`
+				RequestID  string `json:"request_id"`
+				Parameters struct {
+					Handles []string `json:"handles"`
+				} `json:"parameters"`
 			} `json:"payload"`
 		}
 		if err := json.Unmarshal(msg, &env); err != nil {
@@ -106,10 +118,46 @@ func (fb *fakeBus) serve(w http.ResponseWriter, r *http.Request) {
 				fb.members[key] = map[*fakeConn]bool{}
 			}
 			fb.members[key][fc] = true
+			if len(env.Payload.Parameters.Handles) == 1 && env.Payload.Parameters.Handles[0] == EchoCommand {
+				fb.handlers[key] = append(fb.handlers[key], fc)
+			}
 			fb.mu.Unlock()
 			joined = append(joined, key)
 			fc.send(fmt.Appendf(nil, `{"version":"1.0","id":"arq_r_%s","type":"command_response","room":%q,"channel":%q,"from":"arqonbus_server","timestamp":"2025-01-01T00:00:00.000Z","payload":{"request_id":%q,"status":"success","result":{"joined":true}}}`,
 				env.ID, env.Room, env.Channel, env.ID))
+		case env.Type == "command":
+			// A service command: forwarded as sent to the channel's handlers, round robin.
+			fb.mu.Lock()
+			fb.commands++
+			n := fb.commands
+			hs := fb.handlers[key]
+			var h *fakeConn
+			if len(hs) > 0 {
+				h = hs[fb.rr%len(hs)]
+				fb.rr++
+			}
+			timeout := fb.timeoutEvery > 0 && n%fb.timeoutEvery == 0
+			lose := fb.loseEvery > 0 && n%fb.loseEvery == 0
+			if h != nil && !timeout && !lose {
+				fb.pending[env.ID] = fc
+			}
+			fb.mu.Unlock()
+			switch {
+			case lose:
+			case h == nil || timeout:
+				fc.send(fmt.Appendf(nil, `{"version":"1.0","id":"arq_e","type":"error","room":%q,"channel":%q,"from":"arqonbus_server","timestamp":"2025-01-01T00:00:00.000Z","payload":{"request_id":%q,"code":"TIMEOUT","status":504,"message":"no answer"}}`,
+					env.Room, env.Channel, env.ID))
+			default:
+				h.send(msg)
+			}
+		case env.Type == "command_response":
+			fb.mu.Lock()
+			to := fb.pending[env.Payload.RequestID]
+			delete(fb.pending, env.Payload.RequestID)
+			fb.mu.Unlock()
+			if to != nil {
+				to.send(msg)
+			}
 		case env.Type == "event":
 			fb.mu.Lock()
 			var to []*fakeConn
@@ -338,6 +386,145 @@ func TestParseEvent(t *testing.T) {
 	}
 	if st := stringField(errMsg, keyStatus); st != nil {
 		t.Errorf("numeric status read as string %q", st)
+	}
+}
+
+func TestCommandRoundTrips(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{})
+	cfg := shortRun(addr, ScenarioCommand)
+	cfg.Handlers, cfg.Requesters, cfg.Rate = 2, 4, 400
+	cfg.Logf = t.Logf
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Conns != 6 || res.Params != "handlers=2 requesters=4 rate=400" {
+		t.Errorf("conns %d params %q", res.Conns, res.Params)
+	}
+	if res.Sent < 200 || res.Sent > 340 {
+		t.Errorf("sent %d requests in the window, want about 320", res.Sent)
+	}
+	if res.Expected != res.Sent || res.Delivered != res.Sent {
+		t.Errorf("expected %d answered %d, want both %d", res.Expected, res.Delivered, res.Sent)
+	}
+	if res.Lost != 0 || res.Dup != 0 || res.Unplanned != 0 || res.Timeouts != 0 || res.Errors != 0 || res.Disconnects != 0 {
+		t.Errorf("lost %d dup %d unplanned %d timeouts %d errors %d disc %d (%s)",
+			res.Lost, res.Dup, res.Unplanned, res.Timeouts, res.Errors, res.Disconnects, res.FirstError)
+	}
+	if res.P50Ms <= 0 || res.MaxMs < res.P99Ms || res.P99Ms < res.P50Ms {
+		t.Errorf("implausible latencies p50 %v p99 %v max %v", res.P50Ms, res.P99Ms, res.MaxMs)
+	}
+}
+
+func TestCommandCountsTimeoutsAndLoss(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{timeoutEvery: 10, loseEvery: 7})
+	cfg := shortRun(addr, ScenarioCommand)
+	cfg.Handlers, cfg.Requesters, cfg.Rate = 1, 2, 300
+	cfg.Drain = 500 * time.Millisecond // the lost ones never come
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	// 1 in 10 refused with TIMEOUT, 1 in 7 never answered, 1 in 70 both (lost: nothing sent).
+	wantTimeouts := float64(res.Sent) * (1.0/10 - 1.0/70)
+	wantLost := float64(res.Sent) / 7
+	if float64(res.Timeouts) < 0.6*wantTimeouts || float64(res.Timeouts) > 1.4*wantTimeouts {
+		t.Errorf("timeouts %d of %d, want about %.0f", res.Timeouts, res.Sent, wantTimeouts)
+	}
+	if float64(res.Lost) < 0.6*wantLost || float64(res.Lost) > 1.4*wantLost {
+		t.Errorf("lost %d of %d, want about %.0f", res.Lost, res.Sent, wantLost)
+	}
+	if res.Delivered+res.Timeouts+res.Lost != res.Sent {
+		t.Errorf("answered %d + timeouts %d + lost %d != sent %d", res.Delivered, res.Timeouts, res.Lost, res.Sent)
+	}
+	if res.Errors < res.Timeouts {
+		t.Errorf("errors %d < timeouts %d", res.Errors, res.Timeouts)
+	}
+}
+
+func TestParseRoutedEvent(t *testing.T) {
+	// An event as the server routes it now: the sender's envelope with the position and receive
+	// time added under metadata (and the sender's own metadata kept in front of them).
+	msg := []byte(`{"version":"1.0","id":"arq_m_3_17","type":"event","room":"perf","channel":"ch_a1b2c3_7","from":"lda1b2c3_p3",` +
+		`"timestamp":"2026-11-26T19:00:00.000Z","payload":{"t":1700000000123456789,"p":3,"s":17},` +
+		`"metadata":{"t":4,"position":"1764183600000-42","received_at":"2026-11-26T19:00:00.001Z"}}`)
+	tm, p, s, ok := parseEvent(msg)
+	if !ok || tm != 1700000000123456789 || p != 3 || s != 17 {
+		t.Errorf("parseEvent = %d %d %d %v", tm, p, s, ok)
+	}
+	// Metadata before the payload must not be mistaken for it either.
+	msg = []byte(`{"type":"event","metadata":{"position":"5-0","s":99},"payload":{"t":8,"p":1,"s":2}}`)
+	if tm, p, s, ok := parseEvent(msg); !ok || tm != 8 || p != 1 || s != 2 {
+		t.Errorf("metadata first: %d %d %d %v", tm, p, s, ok)
+	}
+}
+
+func TestCommandWire(t *testing.T) {
+	p := &publisher{index: 4, room: "perf", channel: "cmd_x", c: &conn{id: "q4"}}
+	cmd := p.appendCommand(nil, 12, 1700000000000000001, []byte("2026-11-26T19:00:00.000Z"))
+	var env struct {
+		ID      string `json:"id"`
+		Type    string `json:"type"`
+		From    string `json:"from"`
+		Payload struct {
+			Command    string          `json:"command"`
+			Parameters json.RawMessage `json:"parameters"`
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal(cmd, &env); err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	if env.ID != "arq_c_4_12" || env.Type != "command" || env.From != "q4" || env.Payload.Command != EchoCommand {
+		t.Errorf("command %s", cmd)
+	}
+	if pi, seq, ok := parseCommandID([]byte(env.ID)); !ok || pi != 4 || seq != 12 {
+		t.Errorf("parseCommandID = %d %d %v", pi, seq, ok)
+	}
+	for _, bad := range []string{"arq_c_4", "arq_c_4_", "arq_c_4_12x", "arq_m_4_12", "arq_c__1"} {
+		if _, _, ok := parseCommandID([]byte(bad)); ok {
+			t.Errorf("parseCommandID(%q) accepted", bad)
+		}
+	}
+	h := &echoHandler{index: 0, room: "perf", ch: "cmd_x", c: &conn{id: "h0"}}
+	resp := h.appendResponse(nil, 1, stringField(cmd, keyID), rawObject(cmd, keyParams), []byte("2026-11-26T19:00:00.001Z"))
+	var r struct {
+		Type    string `json:"type"`
+		From    string `json:"from"`
+		Payload struct {
+			RequestID string `json:"request_id"`
+			Status    string `json:"status"`
+			Result    struct{ T, P, S int64 }
+		} `json:"payload"`
+	}
+	if err := json.Unmarshal(resp, &r); err != nil {
+		t.Fatalf("%s: %v", resp, err)
+	}
+	if r.Type != "command_response" || r.From != "h0" || r.Payload.RequestID != "arq_c_4_12" || r.Payload.Status != "success" ||
+		r.Payload.Result.T != 1700000000000000001 || r.Payload.Result.P != 4 || r.Payload.Result.S != 12 {
+		t.Errorf("response %s", resp)
+	}
+	if tm, pi, seq, ok := parseTPS(resp, keyResult); !ok || tm != 1700000000000000001 || pi != 4 || seq != 12 {
+		t.Errorf("parseTPS(result) = %d %d %d %v", tm, pi, seq, ok)
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	text := `# HELP arqonbus_storage_writes_total Messages written to storage.
+# TYPE arqonbus_storage_writes_total counter
+arqonbus_storage_writes_total 12345
+arqonbus_storage_errors_total 0
+arqonbus_persist_queue_depth 17
+arqonbus_storage_degraded 0
+arqonbus_errors_total{code="TIMEOUT"} 3
+`
+	m, err := parseMetrics(strings.NewReader(text), storageMetrics...)
+	if err != nil || m[metricStorageWrites] != 12345 || m[metricPersistDepth] != 17 {
+		t.Errorf("parseMetrics = %v, %v", m, err)
+	}
+	if _, err := parseMetrics(strings.NewReader("arqonbus_up 1\n"), metricStorageWrites); err == nil {
+		t.Error("missing metric accepted")
 	}
 }
 

@@ -16,17 +16,20 @@ import (
 // Result is what one run measured. Rates are over the measured window only; latencies are
 // receive time minus the publisher's send time, over deliveries sent inside the window.
 type Result struct {
+	Label    string `json:"label,omitempty"` // set by the caller (bench.sh: base/head, memory/redis)
 	Scenario string `json:"scenario"`
 	Params   string `json:"params"`
 	Runs     int    `json:"runs"` // runs this result summarises (medians when more than 1)
 
-	Subs      int     `json:"subs,omitempty"`
-	Pubs      int     `json:"pubs,omitempty"`
-	Channels  int     `json:"channels,omitempty"`
-	Conns     int     `json:"conns"`
-	Rate      float64 `json:"rate,omitempty"` // target messages/s over all publishers
-	WarmupS   float64 `json:"warmup_s,omitempty"`
-	DurationS float64 `json:"duration_s,omitempty"`
+	Subs       int     `json:"subs,omitempty"`
+	Pubs       int     `json:"pubs,omitempty"`
+	Handlers   int     `json:"handlers,omitempty"`   // command: clients serving bench_echo
+	Requesters int     `json:"requesters,omitempty"` // command: clients sending it
+	Channels   int     `json:"channels,omitempty"`
+	Conns      int     `json:"conns"`
+	Rate       float64 `json:"rate,omitempty"` // target messages/s over all publishers
+	WarmupS    float64 `json:"warmup_s,omitempty"`
+	DurationS  float64 `json:"duration_s,omitempty"`
 
 	Sent            int64   `json:"sent"` // messages sent in the window
 	SentPerSec      float64 `json:"sent_per_s"`
@@ -39,7 +42,12 @@ type Result struct {
 	MaxMs           float64 `json:"max_ms"`
 	SendLagMaxMs    float64 `json:"send_lag_max_ms"` // worst publisher lateness against its schedule
 
+	// For the command scenario, sent counts requests, expected is the requests sent in the
+	// window, delivered their success answers, and lost those with no answer at all (neither
+	// success nor error) by the end of the drain.
 	Lost          int64  `json:"lost"`
+	Timeouts      int64  `json:"timeouts,omitempty"`     // command: window requests answered TIMEOUT
+	RateLimited   int64  `json:"rate_limited,omitempty"` // RATE_LIMITED errors received
 	Dup           int64  `json:"dup"`
 	OutOfOrder    int64  `json:"out_of_order"`
 	Unplanned     int64  `json:"unplanned"` // events not from the subscriber's publishers
@@ -53,6 +61,16 @@ type Result struct {
 	RSSBeforeBytes  int64   `json:"rss_before_bytes,omitempty"`
 	RSSAfterBytes   int64   `json:"rss_after_bytes,omitempty"`
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes,omitempty"`
+
+	// From the server's /metrics when Config.MetricsURL is set (Scraped 1 when read).
+	Scraped         int64   `json:"scraped,omitempty"`
+	SentAll         int64   `json:"sent_all,omitempty"`          // messages published, warm-up included
+	Stored          int64   `json:"stored,omitempty"`            // storage writes from start to end of drain
+	StoredPerSec    float64 `json:"stored_per_s,omitempty"`      // storage writes/s during the window
+	StorageErrors   int64   `json:"storage_errors,omitempty"`    // failed (or dropped) storage writes
+	PersistQueueMax int64   `json:"persist_queue_max,omitempty"` // deepest persistence queue sampled
+	PersistQueueEnd int64   `json:"persist_queue_end,omitempty"` // queue depth after the drain
+	StorageDegraded int64   `json:"storage_degraded,omitempty"`  // 1 if storage was degraded at any sample
 }
 
 func (r *Result) addStats(s *connStats) {
@@ -106,21 +124,58 @@ func parseVmRSS(status []byte) (int64, error) {
 
 // WriteTable prints results as an aligned table, one row each. Columns that do not apply to a
 // scenario show "-".
+//
+// A label column comes first when any result has a label; the command scenario's timeouts
+// column and the storage columns (stored/s in the window, stored/published by the end of the
+// drain, deepest persistence queue, storage errors) appear only when some result has them.
 func WriteTable(w io.Writer, results []Result) error {
+	var labels, commands, storage bool
+	for _, r := range results {
+		labels = labels || r.Label != ""
+		commands = commands || r.Scenario == ScenarioCommand
+		storage = storage || r.Scraped > 0
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tparams\truns\tsent/s\tdeliv/s\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tlost\tdup\tooo\terrors\tdisc\tconn/s\tRSS B/conn\t")
+	if labels {
+		fmt.Fprint(tw, "label\t")
+	}
+	fmt.Fprint(tw, "scenario\tparams\truns\tsent/s\tdeliv/s\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tlost\tdup\tooo\terrors\tdisc\tconn/s\tRSS B/conn\t")
+	if commands {
+		fmt.Fprint(tw, "timeouts\t")
+	}
+	if storage {
+		fmt.Fprint(tw, "stored/s\tstored %\tqueue max\tstore err\t")
+	}
+	fmt.Fprintln(tw)
 	for _, r := range results {
 		traffic := r.Scenario != ScenarioIdle
 		rss := "-"
 		if r.RSSAfterBytes > 0 {
 			rss = fmt.Sprintf("%.0f", r.RSSPerConnBytes)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t\n",
+		if labels {
+			fmt.Fprintf(tw, "%s\t", r.Label)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t",
 			r.Scenario, r.Params, r.Runs,
 			num(traffic, "%.0f", r.SentPerSec), num(traffic, "%.0f", r.DeliveredPerSec),
 			num(traffic, "%.2f", r.P50Ms), num(traffic, "%.2f", r.P99Ms), num(traffic, "%.2f", r.P999Ms), num(traffic, "%.2f", r.MaxMs),
 			num(traffic, "%.0f", float64(r.Lost)), num(traffic, "%.0f", float64(r.Dup)), num(traffic, "%.0f", float64(r.OutOfOrder)),
 			r.Errors, r.Disconnects+r.PublishErrors, r.ConnectPerSec, rss)
+		if commands {
+			fmt.Fprintf(tw, "%s\t", num(r.Scenario == ScenarioCommand, "%.0f", float64(r.Timeouts)))
+		}
+		if storage {
+			has := r.Scraped > 0
+			storesEvents := r.Scenario != ScenarioCommand // commands are not kept in history
+			pct := 0.0
+			if r.SentAll > 0 {
+				pct = 100 * float64(r.Stored) / float64(r.SentAll)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t", num(has, "%.0f", r.StoredPerSec), num(has && storesEvents && r.SentAll > 0, "%.1f", pct),
+				num(has, "%.0f", float64(r.PersistQueueMax)), num(has, "%.0f", float64(r.StorageErrors)))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
@@ -151,15 +206,15 @@ func ReadResults(r io.Reader) ([]Result, error) {
 	return out, sc.Err()
 }
 
-// Summarize groups results by scenario and params (in order of first appearance) and gives, for
+// Summarize groups results by label, scenario and params (in order of first appearance) and gives, for
 // each group, the median of every numeric column taken separately: a median run is robust to one
 // run disturbed by the other work on this shared machine. Runs says how many were combined.
 func Summarize(results []Result) []Result {
-	type key struct{ scenario, params string }
+	type key struct{ label, scenario, params string }
 	var order []key
 	groups := map[key][]Result{}
 	for _, r := range results {
-		k := key{r.Scenario, r.Params}
+		k := key{r.Label, r.Scenario, r.Params}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}

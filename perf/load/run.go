@@ -446,6 +446,7 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 	start := time.Now().Add(startDelay)
 	windowStart := start.Add(cfg.Warmup)
 	end := windowStart.Add(cfg.Duration)
+	watch := startStorageWatch(ctx, cfg.MetricsURL, windowStart, end)
 
 	// Readers start only now, once the window is known, so windowStart needs no synchronisation.
 	var readers sync.WaitGroup
@@ -469,11 +470,14 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 	}
 	pubWG.Wait()
 
-	var expected int64
+	var expected, sentAll int64
 	for _, s := range subs {
 		for j := range s.tracks {
 			expected += pubs[s.pubBase+int64(j)].sentWindow
 		}
+	}
+	for _, p := range pubs {
+		sentAll += p.sent
 	}
 	cfg.Logf("publishing done; waiting up to %s for %d deliveries", cfg.Drain, expected)
 	drainEnd := time.Now().Add(cfg.Drain)
@@ -487,6 +491,7 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	watch.finish(ctx, &res, sentAll)
 	closeAll(subConns)
 	closeAll(pubConns)
 	readers.Wait()

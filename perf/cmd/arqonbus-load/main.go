@@ -1,9 +1,11 @@
 // Command arqonbus-load is ArqonBus's load generator: it opens real WebSocket connections to a
-// running server, drives one scenario (fanout, channels or idle) and reports rates, latency
-// percentiles, loss, duplicates, errors and, for idle connections, server memory per connection.
+// running server, drives one scenario (fanout, channels, command or idle) and reports rates,
+// latency percentiles, loss, duplicates, errors and, for idle connections, server memory per
+// connection.
 //
 //	arqonbus-load -scenario fanout -subs 100 -pubs 10 -rate 10000 -duration 10s
 //	arqonbus-load -scenario channels -channels 1000 -subs 1 -rate 10000
+//	arqonbus-load -scenario command -handlers 1 -requesters 10 -rate 1000
 //	arqonbus-load -scenario idle -conns 10000 -server-pid $(pgrep -n arqonbus)
 //
 // With -json the result is one JSON object on stdout (progress goes to stderr either way);
@@ -42,12 +44,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg load.Config
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:9100", "server client WebSocket `host:port`")
-	fs.StringVar(&cfg.Scenario, "scenario", "", "fanout, channels or idle")
+	fs.StringVar(&cfg.Scenario, "scenario", "", "fanout, channels, command or idle")
 	fs.IntVar(&cfg.Subs, "subs", 0, "fanout: subscribers (default 100); channels: subscribers per channel (default 1)")
 	fs.IntVar(&cfg.Pubs, "pubs", 0, "fanout: publishers (default 10); channels: publishers per channel (default 1)")
 	fs.IntVar(&cfg.Channels, "channels", 0, "channels: channels (default 1000); idle: channels to spread over (default conns/100)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "total messages/s over all publishers (default 10000)")
 	fs.IntVar(&cfg.Conns, "conns", 0, "idle: connections (default 10000, at most 19500 per process)")
+	fs.IntVar(&cfg.Handlers, "handlers", 0, "command: clients serving bench_echo on the channel (default 1)")
+	fs.IntVar(&cfg.Requesters, "requesters", 0, "command: clients sending bench_echo; -rate is their total requests/s (default 10, rate 1000)")
+	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "server `url` of /metrics: also report storage writes, errors and persistence queue depth")
+	label := fs.String("label", "", "label of the result row (e.g. base, head, memory, redis)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured window")
 	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "publishing before the window, not counted")
 	fs.DurationVar(&cfg.Drain, "drain", 2*time.Second, "longest wait for late deliveries after publishing stops")
@@ -101,18 +107,26 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	res.Label = *label
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(res)
 	}
 	if err := load.WriteTable(stdout, []load.Result{res}); err != nil {
 		return err
 	}
-	if res.Scenario != load.ScenarioIdle {
+	if res.Scenario == load.ScenarioCommand {
+		fmt.Fprintf(stdout, "sent %d requests in window, answered %d; timeouts %d, other refusals %d, lost (no answer) %d, dup %d, out of order %d, unplanned %d, rate limited %d; worst send lag %.2f ms\n",
+			res.Sent, res.Delivered, res.Timeouts, res.Expected-res.Delivered-res.Lost-res.Timeouts, res.Lost, res.Dup, res.OutOfOrder, res.Unplanned, res.RateLimited, res.SendLagMaxMs)
+	} else if res.Scenario != load.ScenarioIdle {
 		fmt.Fprintf(stdout, "sent %d in window, expected %d deliveries, delivered %d; lost %d, dup %d, out of order %d, unplanned %d; worst send lag %.2f ms\n",
 			res.Sent, res.Expected, res.Delivered, res.Lost, res.Dup, res.OutOfOrder, res.Unplanned, res.SendLagMaxMs)
 	} else if res.RSSAfterBytes > 0 {
 		fmt.Fprintf(stdout, "server RSS %d -> %d bytes over %d connections: %.0f bytes each\n",
 			res.RSSBeforeBytes, res.RSSAfterBytes, res.Conns, res.RSSPerConnBytes)
+	}
+	if res.Scraped > 0 {
+		fmt.Fprintf(stdout, "storage: %d of %d published messages stored by the end of the drain, %.0f/s in the window; queue max %d, at end %d; storage errors %d; degraded %d\n",
+			res.Stored, res.SentAll, res.StoredPerSec, res.PersistQueueMax, res.PersistQueueEnd, res.StorageErrors, res.StorageDegraded)
 	}
 	if res.FirstError != "" {
 		fmt.Fprintf(stdout, "errors %d, disconnects %d, publish errors %d; first: %s\n",
@@ -137,7 +151,13 @@ func printSummary(path string, w io.Writer) error {
 	}
 	for _, r := range sum {
 		if r.FirstError != "" {
-			fmt.Fprintf(w, "%s %s: first error: %s\n", r.Scenario, r.Params, r.FirstError)
+			fmt.Fprintf(w, "%s %s %s: first error: %s\n", r.Label, r.Scenario, r.Params, r.FirstError)
+		}
+	}
+	for _, r := range sum {
+		if r.Scenario == load.ScenarioCommand {
+			fmt.Fprintln(w, "command rows: sent/s = requests/s sent, deliv/s = requests/s answered with success, latency = round trip, lost = no answer at all by the end of the drain")
+			break
 		}
 	}
 	return nil
