@@ -27,7 +27,7 @@ fuzz-short: ## a short run of each fuzz target (longer: make fuzz-short FUZZTIME
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
 	$(GO) test -run='^$$' -fuzz='^FuzzFrameReader$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./engine/
 
-bench: build ## load-test a fresh server: fan-out, channels, idle (BENCH_RUNS=3 for medians)
+bench: build ## load-test a fresh server: fan-out, channels, commands, idle (BENCH_RUNS=3 for medians; see scripts/bench.sh)
 	@bash scripts/bench.sh
 
 gobench: ## in-process micro-benchmarks with allocations
