@@ -63,10 +63,10 @@ func (d *deque) popFront() pending {
 // order. The queue holds everything not yet acknowledged by Redis except the batch in flight; its bound
 // is RedisOptions.Buffer across all shards together (total), so one busy channel may use all of it.
 type shard struct {
-	mu      sync.Mutex
-	q       deque
-	limit   int           // writes queued across all shards
-	total   *atomic.Int64 // writes queued across all shards, shared
+	mu    sync.Mutex
+	q     deque
+	limit int           // writes queued across all shards
+	total *atomic.Int64 // writes queued across all shards, shared
 
 	dropped []func(error) // done callbacks of entries dropped by Append, called by the writer
 	kick    chan struct{} // wakes the writer; one slot
