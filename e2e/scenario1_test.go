@@ -43,35 +43,17 @@ func scenario1JS(t *testing.T, port int) string {
 // code block of Scenario 1 in the seed quickstart, when the quickstart can be
 // found (it lives in the shared folder beside the repository, not in it).
 func TestScenario1CodeIsVerbatim(t *testing.T) {
-	var candidates []string
-	if dir := os.Getenv("ARQONBUS_SHARED"); dir != "" {
-		candidates = append(candidates, filepath.Join(dir, "seed", "quickstart.md"))
+	md := seedQuickstart(t)
+	const open = "**Code Example** (JavaScript):\n```javascript\n"
+	i := bytes.Index(md, []byte(open))
+	if i < 0 {
+		t.Fatal("quickstart: Scenario 1 code block not found")
 	}
-	candidates = append(candidates,
-		filepath.Join(repoRoot, "..", "shared", "seed", "quickstart.md"),
-		"/work/shared/seed/quickstart.md")
-	for _, p := range candidates {
-		md, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		const open = "**Code Example** (JavaScript):\n```javascript\n"
-		i := bytes.Index(md, []byte(open))
-		if i < 0 {
-			t.Fatalf("%s: Scenario 1 code block not found", p)
-		}
-		block := md[i+len(open):]
-		block = block[:bytes.Index(block, []byte("```"))]
-		ours, err := os.ReadFile("testdata/scenario1.js")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(block, ours) {
-			t.Fatalf("testdata/scenario1.js differs from the code block in %s", p)
-		}
-		return
+	block := md[i+len(open):]
+	block = block[:bytes.Index(block, []byte("```"))]
+	if !bytes.Equal(block, readTestdata(t, "scenario1.js")) {
+		t.Fatal("testdata/scenario1.js differs from Scenario 1's code block in the quickstart")
 	}
-	t.Skip("seed quickstart.md not found; set ARQONBUS_SHARED to the shared folder")
 }
 
 // nodeDir is e2e/node, where the Node scripts and their node_modules live.
