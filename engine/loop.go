@@ -103,6 +103,9 @@ func (l *Loop) runDrain(context.Context) error {
 			}
 		}
 	}
+	// Counted before the writes, so that a client who got a frame never sees
+	// a counter that does not include it yet.
+	l.srv.stats.deliveries.Add(delivered)
 	l.flushDirty()
 	if observe := l.srv.cfg.OnRouted; observe != nil {
 		now := l.srv.clock()
@@ -114,7 +117,6 @@ func (l *Loop) runDrain(context.Context) error {
 	}
 	clear(batch)
 	l.spare = batch[:0]
-	l.srv.stats.deliveries.Add(delivered)
 	return nil
 }
 

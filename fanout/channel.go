@@ -208,6 +208,8 @@ func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) (recipi
 		return 0
 	}
 	set := ch.members.Load()
+	// Counted before delivery: whoever sees the message sees it counted.
+	ch.published.Add(1)
 	for _, g := range set.groups {
 		g.loop.Deliver(frame, g.conns, except)
 		recipients += len(g.conns)
@@ -219,7 +221,6 @@ func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) (recipi
 	if except != nil && set.has(except) {
 		recipients--
 	}
-	ch.published.Add(1)
 	ch.lastActivity.Store(time.Now().UnixNano())
 	return recipients
 }
