@@ -6,6 +6,7 @@
 
   var POLL_MS = 2000;
   var WINDOW_S = 300; // chart: last 5 minutes
+  var serverStart = 0; // unix seconds; the chart's axis never starts before it
   var MAX_EVENTS = 50;
   var CLIENT_TYPES = ["human", "ai-agent", "dashboard", "service"];
 
@@ -121,7 +122,12 @@
       legend: { show: false },
       cursor: { drag: { x: false, y: false }, points: { size: 6 } },
       scales: {
-        x: { time: true, range: function () { var now = Date.now() / 1000; return [now - WINDOW_S, now]; } },
+        x: { time: true, range: function () {
+          var now = Date.now() / 1000;
+          // A young server gets an axis that starts at its start (at least a minute wide), not an empty past.
+          var from = Math.max(now - WINDOW_S, Math.min(serverStart, now - 60));
+          return [from, now];
+        } },
         y: { range: function (u, min, max) { return [0, Math.max(5, Math.ceil((max || 0) * 1.15))]; } },
       },
       axes: [
@@ -361,6 +367,7 @@
     setText("node-id", s.node_id || "—");
     setText("version", s.version || "—");
     setText("uptime", duration(s.uptime_seconds));
+    if (s.uptime_seconds >= 0) serverStart = Date.now() / 1000 - s.uptime_seconds;
     renderHealth(s.health_status);
     setClients(s.clients_by_type, s.active_clients);
     setText("rooms-total", n(s.rooms));
