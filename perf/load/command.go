@@ -279,17 +279,12 @@ func (r *runner) command(ctx context.Context) (Result, error) {
 		sentAll += q.pub.sent
 	}
 	cfg.Logf("sending done; waiting up to %s for %d answers", cfg.Drain, expected)
-	drainEnd := time.Now().Add(cfg.Drain)
-	for time.Now().Before(drainEnd) && ctx.Err() == nil {
-		var got int64
+	waitDrain(ctx, cfg.Drain, expected, func() (got int64) {
 		for _, q := range reqs {
 			got += q.settled.Load()
 		}
-		if got >= expected {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got
+	})
 	watch.finish(ctx, &res, sentAll)
 	closeAll(rConns)
 	closeAll(hConns)

@@ -480,17 +480,12 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 		sentAll += p.sent
 	}
 	cfg.Logf("publishing done; waiting up to %s for %d deliveries", cfg.Drain, expected)
-	drainEnd := time.Now().Add(cfg.Drain)
-	for time.Now().Before(drainEnd) && ctx.Err() == nil {
-		var got int64
+	waitDrain(ctx, cfg.Drain, expected, func() (got int64) {
 		for _, s := range subs {
 			got += s.counted.Load()
 		}
-		if got >= expected {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got
+	})
 	watch.finish(ctx, &res, sentAll)
 	closeAll(subConns)
 	closeAll(pubConns)
@@ -613,3 +608,13 @@ func usToMs(us int64) float64 { return float64(us) / 1000 }
 
 // errNoRSS is returned when /proc/<pid>/status has no VmRSS line (a zombie, or not Linux).
 var errNoRSS = errors.New("no VmRSS in /proc status")
+
+// waitDrain waits, up to drain, until arrived() reaches expected: the tail
+// of a run gets time to land, and a run that already has everything ends at
+// once.
+func waitDrain(ctx context.Context, drain time.Duration, expected int64, arrived func() int64) {
+	end := time.Now().Add(drain)
+	for time.Now().Before(end) && ctx.Err() == nil && arrived() < expected {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
