@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/redistest"
 )
 
 // TestHistoryRoundTrip publishes 20 acked events and reads them back with the
@@ -21,18 +22,18 @@ func TestHistoryRoundTrip(t *testing.T) {
 		historyRoundTrip(t, s, nil, false)
 	})
 	t.Run("redis-async", func(t *testing.T) {
-		r := startTestRedis(t)
+		r := redistest.Run(t)
 		s := startServer(t, redisEnv(r)...)
 		historyRoundTrip(t, s, r, false)
 	})
 	t.Run("redis-sync", func(t *testing.T) {
-		r := startTestRedis(t)
+		r := redistest.Run(t)
 		s := startServer(t, redisEnv(r, "ARQONBUS_PERSIST=sync")...)
 		historyRoundTrip(t, s, r, true)
 	})
 }
 
-func historyRoundTrip(t *testing.T, s *server, r *testRedis, syncMode bool) {
+func historyRoundTrip(t *testing.T, s *server, r *redistest.Server, syncMode bool) {
 	ctx := testCtx(t, 20*time.Second)
 	room, ch := "hist", uniqueName("rt")
 	pub := dial(t, s, client.WithClientID(uniqueName("pub")))
@@ -176,7 +177,7 @@ func historyRoundTrip(t *testing.T, s *server, r *testRedis, syncMode bool) {
 	var es []streamEntry
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		es = r.xrange(key)
+		es = xrange(t, r, key)
 		if len(es) >= n || time.Now().After(deadline) {
 			break
 		}
@@ -205,7 +206,7 @@ func TestJoinSinceSeam(t *testing.T) {
 		joinSinceSeam(t, s)
 	})
 	t.Run("redis", func(t *testing.T) {
-		r := startTestRedis(t)
+		r := redistest.Run(t)
 		s := startServer(t, redisEnv(r)...)
 		joinSinceSeam(t, s)
 	})

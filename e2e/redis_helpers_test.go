@@ -5,133 +5,16 @@ package e2e
 // status and ack protocol.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/redistest"
 )
-
-// testRedis is a redis-server on a free loopback port, in t.TempDir(). The
-// port and directory stay the same across kill/start, so a restarted server
-// finds its append-only file again.
-type testRedis struct {
-	t      testing.TB
-	bin    string
-	port   int
-	dir    string
-	extra  []string
-	cmd    *exec.Cmd
-	exited chan struct{}
-}
-
-// newTestRedis reserves a port and a directory without starting the server.
-// Without redis-server the test is skipped, or fails under CI=true.
-func newTestRedis(t testing.TB, extra ...string) *testRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("redis-server not found: run scripts/install-test-deps.sh")
-		}
-		t.Skip("redis-server not found (scripts/install-test-deps.sh installs it)")
-	}
-	r := &testRedis{t: t, bin: bin, port: freePort(t), dir: t.TempDir(), extra: extra}
-	t.Cleanup(r.kill)
-	return r
-}
-
-// startTestRedis returns a running redis-server.
-func startTestRedis(t testing.TB, extra ...string) *testRedis {
-	r := newTestRedis(t, extra...)
-	r.start()
-	return r
-}
-
-func (r *testRedis) URL() string  { return fmt.Sprintf("redis://127.0.0.1:%d", r.port) }
-func (r *testRedis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
-
-// start runs redis-server and waits until it answers PING.
-func (r *testRedis) start() {
-	r.t.Helper()
-	args := append([]string{
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--dir", r.dir,
-		"--logfile", filepath.Join(r.dir, "redis.log"),
-	}, r.extra...)
-	if !containsArg(args, "--appendonly") {
-		args = append(args, "--appendonly", "no")
-	}
-	cmd := exec.Command(r.bin, args...)
-	// If the test binary dies, redis goes with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	r.cmd, r.exited = cmd, make(chan struct{})
-	go func(exited chan struct{}) {
-		_ = cmd.Wait()
-		close(exited)
-	}(r.exited)
-	deadline := time.Now().Add(10 * time.Second)
-	for !r.answersPing() {
-		select {
-		case <-r.exited:
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			r.t.Fatalf("redis-server exited at start:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.kill()
-			r.t.Fatal("redis-server did not answer PING within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func containsArg(args []string, a string) bool {
-	for _, x := range args {
-		if x == a {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *testRedis) answersPing() bool {
-	c, err := net.DialTimeout("tcp", r.Addr(), 200*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
-
-// kill stops the server with SIGKILL and waits for it to exit.
-func (r *testRedis) kill() {
-	if r.cmd == nil {
-		return
-	}
-	_ = r.cmd.Process.Signal(syscall.SIGKILL)
-	<-r.exited
-	r.cmd = nil
-}
 
 // streamEntry is one stream entry as Redis holds it.
 type streamEntry struct {
@@ -145,35 +28,31 @@ func streamKey(room, channel string) string {
 	return "arqonbus:{" + room + ":" + channel + "}:stream"
 }
 
-// xrange reads a whole stream straight from Redis with a client of its own.
-func (r *testRedis) xrange(key string) []streamEntry {
-	r.t.Helper()
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{r.Addr()}, DisableCache: true})
-	if err != nil {
-		r.t.Fatalf("redis test client: %v", err)
-	}
-	defer c.Close()
+// xrange reads a whole stream straight from Redis.
+func xrange(t testing.TB, r *redistest.Server, key string) []streamEntry {
+	t.Helper()
+	c := r.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	raw, err := c.Do(ctx, c.B().Xrange().Key(key).Start("-").End("+").Build()).AsXRange()
 	if err != nil {
-		r.t.Fatalf("XRANGE %s: %v", key, err)
+		t.Fatalf("XRANGE %s: %v", key, err)
 	}
 	out := make([]streamEntry, len(raw))
 	for i, x := range raw {
 		out[i] = streamEntry{ID: x.ID, E: json.RawMessage(x.FieldValues["e"])}
 		if len(x.FieldValues) != 1 || out[i].E == nil {
-			r.t.Errorf("stream %s entry %s: want exactly field e, got %v", key, x.ID, x.FieldValues)
+			t.Errorf("stream %s entry %s: want exactly field e, got %v", key, x.ID, x.FieldValues)
 		}
 		if err := json.Unmarshal(out[i].E, &out[i].Env); err != nil {
-			r.t.Errorf("stream %s entry %s: field e is not an envelope: %v: %s", key, x.ID, err, out[i].E)
+			t.Errorf("stream %s entry %s: field e is not an envelope: %v: %s", key, x.ID, err, out[i].E)
 		}
 	}
 	return out
 }
 
 // redisEnv is the server environment for redis storage on r.
-func redisEnv(r *testRedis, extra ...string) []string {
+func redisEnv(r *redistest.Server, extra ...string) []string {
 	return append([]string{"ARQONBUS_STORAGE=redis", "ARQONBUS_REDIS_URL=" + r.URL()}, extra...)
 }
 

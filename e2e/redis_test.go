@@ -15,13 +15,14 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/redistest"
 )
 
 // TestRedisBusRestartKeepsHistory: events published (async acks) and a
 // channel created before a SIGTERM are there for the next bus on the same
 // Redis.
 func TestRedisBusRestartKeepsHistory(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	env := redisEnv(r, "ARQONBUS_ADMIN_TOKEN=secret")
 	s1 := startServer(t, env...)
 	ctx := testCtx(t, 20*time.Second)
@@ -158,7 +159,7 @@ type ackOutcome struct {
 // subscriber's live delivery never pauses; status says degraded during the
 // outage and ok after.
 func TestRedisKilledUnderLoad(t *testing.T) {
-	r := startTestRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	r := redistest.Run(t, "--appendonly", "yes", "--appendfsync", "always")
 	// History larger than the run: the stream is not trimmed under the test.
 	s := startServer(t, redisEnv(r, "ARQONBUS_PERSIST=sync", "ARQONBUS_HISTORY_SIZE=5000")...)
 	ctx := testCtx(t, 40*time.Second)
@@ -303,7 +304,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		}
 	}()
 	time.Sleep(time.Until(start.Add(killAt)))
-	r.kill()
+	r.Kill()
 	killedAt := time.Now()
 	// History reads fall back to memory meanwhile: they answer, and hold
 	// what was routed during the outage.
@@ -321,7 +322,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	}
 	time.Sleep(time.Until(killedAt.Add(downFor)))
 	startingAt := time.Now()
-	r.start()
+	r.Start()
 	restartedAt := time.Now()
 
 	wg.Wait()
@@ -379,7 +380,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	}
 
 	// The stream: every persisted ack exactly once, at its position, in order.
-	es := r.xrange(streamKey(room, ch))
+	es := xrange(t, r, streamKey(room, ch))
 	count := map[string]int{}
 	at := map[string]string{}
 	for i, e := range es {
@@ -459,7 +460,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 // degraded with a backlog, serves history from memory, and writes the
 // backlog in order once Redis starts.
 func TestRedisAbsentAtStart(t *testing.T) {
-	r := newTestRedis(t) // port reserved, not running
+	r := redistest.New(t) // port reserved, not running
 	s := startServer(t, redisEnv(r)...)
 	ctx := testCtx(t, 30*time.Second)
 	room, ch := "absent", uniqueName("ch")
@@ -513,7 +514,7 @@ func TestRedisAbsentAtStart(t *testing.T) {
 		t.Errorf("history while degraded: %d entries, want %d", len(h.Entries), n)
 	}
 
-	r.start()
+	r.Start()
 	redisAt := time.Now()
 	st = waitStorage(t, pub, 10*time.Second, "ok with an empty backlog", func(st storageStatus) bool {
 		return st.Health == "ok" && st.Backlog == 0
@@ -525,7 +526,7 @@ func TestRedisAbsentAtStart(t *testing.T) {
 	var es []streamEntry
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		es = r.xrange(streamKey(room, ch))
+		es = xrange(t, r, streamKey(room, ch))
 		if len(es) >= want || time.Now().After(deadline) {
 			break
 		}
@@ -556,7 +557,7 @@ func TestRedisAbsentAtStart(t *testing.T) {
 // writes dropped from the buffer (the oldest), a persisted ack once Redis
 // is there for the rest, and those, only those, are in the stream.
 func TestRedisSyncBufferOverflow(t *testing.T) {
-	r := newTestRedis(t)
+	r := redistest.New(t)
 	s := startServer(t, redisEnv(r, "ARQONBUS_PERSIST=sync", "ARQONBUS_PERSIST_BUFFER=8")...)
 	ctx := testCtx(t, 20*time.Second)
 	room, ch := "overflow", uniqueName("ch")
@@ -607,7 +608,7 @@ func TestRedisSyncBufferOverflow(t *testing.T) {
 	st, _ := getStorage(pub, 2*time.Second)
 	t.Logf("without Redis: %d of %d answered (all refusals), storage %+v", early, n, st)
 
-	r.start()
+	r.Start()
 	collect(10 * time.Second)
 	if got != n {
 		t.Errorf("%d of %d sync-acked events answered", got, n)
@@ -637,7 +638,7 @@ func TestRedisSyncBufferOverflow(t *testing.T) {
 	if int(st.Dropped) != len(refused) {
 		t.Errorf("status.storage.dropped %d, but %d events were refused", st.Dropped, len(refused))
 	}
-	es := r.xrange(streamKey(room, ch))
+	es := xrange(t, r, streamKey(room, ch))
 	var inStream []int
 	for _, e := range es {
 		inStream = append(inStream, seqOf(e.Env))

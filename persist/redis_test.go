@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/arqonbus/arqonbus/internal/redistest"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -121,7 +123,7 @@ func posStrings(ps []Position) []string {
 }
 
 func TestRedisRoundTrip(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	ctx := testCtx(t)
 	s := newTestStore(t, RedisOptions{URL: r.URL(), HistorySize: 1000})
 	a := newAcks()
@@ -137,10 +139,10 @@ func TestRedisRoundTrip(t *testing.T) {
 	if ok, _ := a.check(t, all); ok != 600 {
 		t.Fatalf("%d acked, want 600", ok)
 	}
-	c := r.client()
+	c := r.Client()
 	for _, ch := range chans {
 		key := "arqonbus:{" + ch.channel + "}:stream"
-		if got := positions(r.stream(c, key)); !slices.Equal(got, posStrings(ch.pos)) {
+		if got := positions(readStream(t, c, key)); !slices.Equal(got, posStrings(ch.pos)) {
 			t.Fatalf("%s in redis = %v\nwant %v", key, got, posStrings(ch.pos))
 		}
 		p := ch.pos
@@ -182,7 +184,7 @@ func TestRedisRoundTrip(t *testing.T) {
 
 // MAXLEN ~ keeps at least HistorySize and at most about one stream node (100 entries) more.
 func TestRedisTrimsToHistorySize(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	ctx := testCtx(t)
 	const size = 50
 	s := newTestStore(t, RedisOptions{URL: r.URL(), HistorySize: size})
@@ -192,7 +194,7 @@ func TestRedisTrimsToHistorySize(t *testing.T) {
 		ch.append(s, a)
 	}
 	waitFor(t, 10*time.Second, "acks", func() bool { return a.calls.Load() == 1000 })
-	stream := r.stream(r.client(), "arqonbus:{trim:me}:stream")
+	stream := readStream(t, r.Client(), "arqonbus:{trim:me}:stream")
 	if n := len(stream); n < size || n > size+100 {
 		t.Fatalf("stream holds %d entries; want %d..%d", n, size, size+100)
 	}
@@ -206,7 +208,7 @@ func TestRedisTrimsToHistorySize(t *testing.T) {
 }
 
 func TestRedisRestartKeepsHistoryAndChannels(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	ctx := testCtx(t)
 	created := time.Date(2024, 5, 1, 12, 0, 0, 123456789, time.UTC)
 
@@ -272,7 +274,7 @@ func TestRedisRestartKeepsHistoryAndChannels(t *testing.T) {
 
 // Entries still queued (async mode) are already in Range's answer; Close flushes them.
 func TestRedisRangeIncludesQueuedAndCloseFlushes(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	ctx := testCtx(t)
 	s := newTestStore(t, RedisOptions{URL: r.URL(), BatchSize: 1000, FlushEvery: time.Hour})
 	a := newAcks()
@@ -305,7 +307,7 @@ func TestRedisRangeIncludesQueuedAndCloseFlushes(t *testing.T) {
 	if ok, _ := a.check(t, ch.acks()); ok != 10 {
 		t.Fatalf("%d of 10 acked after Close", ok)
 	}
-	if got := positions(r.stream(r.client(), "arqonbus:{slow:flush}:stream")); !slices.Equal(got, posStrings(ch.pos)) {
+	if got := positions(readStream(t, r.Client(), "arqonbus:{slow:flush}:stream")); !slices.Equal(got, posStrings(ch.pos)) {
 		t.Fatalf("stream after Close = %v", got)
 	}
 }
@@ -313,7 +315,7 @@ func TestRedisRangeIncludesQueuedAndCloseFlushes(t *testing.T) {
 // Redis killed with SIGKILL and restarted while a publisher runs: every acked entry is in the stream
 // once and in order, nothing is acked that is missing, and Append never stalls.
 func TestRedisOutageSIGKILL(t *testing.T) {
-	r := startTestRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	r := redistest.Run(t, "--appendonly", "yes", "--appendfsync", "always")
 	var (
 		statesMu sync.Mutex
 		states   []string
@@ -351,7 +353,7 @@ func TestRedisOutageSIGKILL(t *testing.T) {
 		}
 	}()
 	time.Sleep(800 * time.Millisecond)
-	r.kill()
+	r.Kill()
 	killedAt := time.Now()
 	time.Sleep(150 * time.Millisecond)
 	// History reads fall back to memory at once.
@@ -364,7 +366,7 @@ func TestRedisOutageSIGKILL(t *testing.T) {
 		t.Errorf("Health during the outage = %+v", h)
 	}
 	time.Sleep(550 * time.Millisecond)
-	r.start()
+	r.Start()
 	t.Logf("redis down for %v", time.Since(killedAt).Round(time.Millisecond))
 	<-publisherDone
 
@@ -380,9 +382,9 @@ func TestRedisOutageSIGKILL(t *testing.T) {
 	okCount, failCount := a.check(t, all)
 	t.Logf("sent %d, acked %d, failed %d, retries found already stored %d, max Append %v, health %+v",
 		sent, okCount, failCount, s.landed.Load(), maxAppend, s.Health())
-	c := r.client()
+	c := r.Client()
 	for _, ch := range chans {
-		stream := r.stream(c, "arqonbus:{"+ch.channel+"}:stream")
+		stream := readStream(t, c, "arqonbus:{"+ch.channel+"}:stream")
 		inStream := make(map[Position]bool, len(stream))
 		for i, e := range stream {
 			if inStream[e.Position] || (i > 0 && !stream[i-1].Position.Less(e.Position)) {
@@ -421,7 +423,7 @@ func TestRedisOutageSIGKILL(t *testing.T) {
 // Redis absent at start: the store starts degraded, serves history from memory, and writes everything
 // in order once Redis is started.
 func TestRedisAbsentAtStart(t *testing.T) {
-	r := newTestRedis(t)
+	r := redistest.New(t)
 	ctx := testCtx(t)
 	s := newTestStore(t, RedisOptions{URL: r.URL()})
 	if h := s.Health(); h.Status != StatusDegraded || h.LastError == "" || h.Since.IsZero() {
@@ -451,16 +453,16 @@ func TestRedisAbsentAtStart(t *testing.T) {
 	if h := s.Health(); h.Backlog != 300 {
 		t.Fatalf("Backlog = %d, want 300", h.Backlog)
 	}
-	r.start()
+	r.Start()
 	waitFor(t, 10*time.Second, "caught up", func() bool {
 		h := s.Health()
 		return h.Status == StatusOK && h.Backlog == 0
 	})
 	var all []ack
-	c := r.client()
+	c := r.Client()
 	for _, ch := range chans {
 		all = append(all, ch.acks()...)
-		if got := positions(r.stream(c, "arqonbus:{"+ch.channel+"}:stream")); !slices.Equal(got, posStrings(ch.pos)) {
+		if got := positions(readStream(t, c, "arqonbus:{"+ch.channel+"}:stream")); !slices.Equal(got, posStrings(ch.pos)) {
 			t.Fatalf("%s after catching up = %v", ch.channel, got)
 		}
 	}
@@ -474,7 +476,7 @@ func TestRedisAbsentAtStart(t *testing.T) {
 
 // Beyond Buffer, the oldest writes are dropped, counted and failed; the rest reach Redis in order.
 func TestRedisBufferDropsOldest(t *testing.T) {
-	r := newTestRedis(t)
+	r := redistest.New(t)
 	s := newTestStore(t, RedisOptions{URL: r.URL(), Buffer: 100, Shards: 1, BatchSize: 10})
 	a := newAcks()
 	ch := &published{channel: "tiny:buffer"}
@@ -482,7 +484,7 @@ func TestRedisBufferDropsOldest(t *testing.T) {
 		ch.append(s, a)
 	}
 	waitFor(t, 5*time.Second, "150 drops reported", func() bool { return a.calls.Load() == 150 })
-	r.start()
+	r.Start()
 	waitFor(t, 10*time.Second, "caught up", func() bool { return a.calls.Load() == 250 && s.Health().Status == StatusOK })
 	a.mu.Lock()
 	for i, p := range ch.pos {
@@ -494,7 +496,7 @@ func TestRedisBufferDropsOldest(t *testing.T) {
 		}
 	}
 	a.mu.Unlock()
-	if got := positions(r.stream(r.client(), "arqonbus:{tiny:buffer}:stream")); !slices.Equal(got, posStrings(ch.pos[150:])) {
+	if got := positions(readStream(t, r.Client(), "arqonbus:{tiny:buffer}:stream")); !slices.Equal(got, posStrings(ch.pos[150:])) {
 		t.Fatalf("stream = %v", got)
 	}
 	if h := s.Health(); h.Dropped != 150 || h.Written != 100 || h.Backlog != 0 {
@@ -505,9 +507,9 @@ func TestRedisBufferDropsOldest(t *testing.T) {
 // An XADD refused because the stream already has a newer entry fails on a first attempt (someone else
 // wrote there) and counts as stored on a retry (the earlier attempt landed).
 func TestRedisPositionNotAboveTop(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	ctx := testCtx(t)
-	c := r.client()
+	c := r.Client()
 	key := "arqonbus:{race:x}:stream"
 	if err := c.Do(ctx, c.B().Xadd().Key(key).Id("5000-0").FieldValue().FieldValue("e", "{}").Build()).Error(); err != nil {
 		t.Fatal(err)
@@ -540,7 +542,7 @@ func TestRedisPositionNotAboveTop(t *testing.T) {
 // Close gives up at its deadline while Redis is away: every queued write gets ErrClosed, as does any
 // Append after Close.
 func TestRedisCloseGivesUp(t *testing.T) {
-	r := newTestRedis(t)
+	r := redistest.New(t)
 	s := newTestStore(t, RedisOptions{URL: r.URL()})
 	a := newAcks()
 	ch := &published{channel: "never:there"}
@@ -570,7 +572,7 @@ func TestRedisCloseGivesUp(t *testing.T) {
 // BenchmarkRedisAppend measures persisted throughput: entries appended and acknowledged by Redis
 // (pipelined batches, 16 channels, 200-byte envelopes) per second.
 func BenchmarkRedisAppend(b *testing.B) {
-	r := startTestRedis(b)
+	r := redistest.Run(b)
 	s := newTestStore(b, RedisOptions{URL: r.URL()})
 	data := []byte(`{"type":"event","id":"0123456789abcdef","room":"bench","channel":"c","sender":"agent-1",` +
 		`"timestamp":"2024-05-01T12:00:00.000Z","payload":{"text":"hello world, this is a benchmark message"},"metadata":{}}`)
@@ -616,13 +618,13 @@ func BenchmarkRedisAppend(b *testing.B) {
 // Connections killed by Redis in the middle of large pipelined batches: writes that executed but whose
 // replies were lost are retried and recognised as stored, so each entry is in the stream exactly once.
 func TestRedisConnectionKilledMidBatch(t *testing.T) {
-	r := startTestRedis(t)
+	r := redistest.Run(t)
 	// About 20,000 entries/s of 1 KB, sent in batches of about 200 (200 KB, many socket reads for Redis).
 	s := newTestStore(t, RedisOptions{URL: r.URL(), HistorySize: 100000, Shards: 2, FlushEvery: 10 * time.Millisecond})
 	a := newAcks()
 	ch := &published{channel: "big:batches"}
 	pad := strings.Repeat("x", 1000)
-	c := r.client()
+	c := r.Client()
 	stopKiller := make(chan struct{})
 	killerDone := make(chan int)
 	go func() {
@@ -658,7 +660,7 @@ func TestRedisConnectionKilledMidBatch(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	okCount, failCount := a.check(t, ch.acks())
-	stream := r.stream(c, "arqonbus:{big:batches}:stream")
+	stream := readStream(t, c, "arqonbus:{big:batches}:stream")
 	t.Logf("%d entries, %d connection kills, acked %d, failed %d, retries found already stored %d",
 		len(ch.pos), kills, okCount, failCount, s.landed.Load())
 	got := make([]string, len(stream))
