@@ -7,17 +7,16 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/arqonbus/arqonbus/client"
 	"github.com/gobwas/ws"
+
+	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/redistest"
 )
 
 // Tests for SPEC "Operations", the HTTP port: /health, /ready, /version,
@@ -246,9 +245,8 @@ func TestOpsEndpointsNormal(t *testing.T) {
 }
 
 // deadRedisURL is a Redis URL on a loopback port where nothing listens.
-func deadRedisURL(t testing.TB) (string, int) {
-	p := freePort(t)
-	return fmt.Sprintf("redis://127.0.0.1:%d", p), p
+func deadRedisURL(t testing.TB) string {
+	return fmt.Sprintf("redis://127.0.0.1:%d", freePort(t))
 }
 
 // TestOpsEndpointsDegraded: with Redis unreachable the server starts
@@ -257,8 +255,9 @@ func deadRedisURL(t testing.TB) (string, int) {
 // port (if redis-server is installed), the server recovers: /health "ok" and
 // a storage_recovered telemetry event.
 func TestOpsEndpointsDegraded(t *testing.T) {
-	url, port := deadRedisURL(t)
-	s := startServer(t, "ARQONBUS_STORAGE=redis", "ARQONBUS_REDIS_URL="+url)
+	// A port reserved for a Redis that starts later in the test.
+	redis := redistest.New(t)
+	s := startServer(t, "ARQONBUS_STORAGE=redis", "ARQONBUS_REDIS_URL="+redis.URL())
 	waitReady(t, s)
 
 	r := httpGet(t, s, "/health")
@@ -307,26 +306,12 @@ func TestOpsEndpointsDegraded(t *testing.T) {
 		t.Fatalf("event not routed while storage is degraded: %v", err)
 	}
 
-	// Recovery, when a real Redis can take the port.
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Log("redis-server not installed: recovery not tested")
-		return
-	}
+	// Recovery, once Redis runs on that port.
 	mon := dial(t, s, client.WithClientID("deg_monitor"))
 	if err := mon.Join(ctx, "integriguard", "telemetry-stream"); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	rcmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
-	rcmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := rcmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	rdone := make(chan struct{})
-	go func() { _ = rcmd.Wait(); close(rdone) }()
-	t.Cleanup(func() { _ = rcmd.Process.Kill(); <-rdone })
+	redis.Start()
 	started := time.Now()
 
 	ev, err := mon.Expect(testCtx(t, 10*time.Second), func(e client.Envelope) bool {
@@ -356,8 +341,7 @@ func TestOpsEndpointsDegraded(t *testing.T) {
 	}
 
 	// And down again: storage_degraded, /health degraded.
-	_ = rcmd.Process.Kill()
-	<-rdone
+	redis.Kill()
 	// A write makes the outage visible at once; the monitor would anyway.
 	_, _ = a.Publish("science", "general", map[string]string{"message": "after redis died"})
 	stopped := time.Now()
@@ -523,7 +507,7 @@ func TestOpsEndpointsDraining(t *testing.T) {
 // it. The server still drains (503, notice, close 1001) and exits within
 // ARQONBUS_SHUTDOWN_TIMEOUT; the unflushable writes are reported.
 func TestOpsDrainingDegraded(t *testing.T) {
-	url, _ := deadRedisURL(t)
+	url := deadRedisURL(t)
 	s := startServer(t, "ARQONBUS_STORAGE=redis", "ARQONBUS_REDIS_URL="+url, "ARQONBUS_SHUTDOWN_TIMEOUT=1500ms")
 	waitReady(t, s)
 	c := dial(t, s, client.WithClientID("drain_deg"))

@@ -80,6 +80,8 @@ func (s *Server) Start() {
 		args = append(args, "--appendonly", "no")
 	}
 	cmd := exec.Command(s.bin, args...)
+	// Dies with the test process, even one killed by a timeout.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
 	}
