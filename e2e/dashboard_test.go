@@ -1,13 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"encoding/json"
-	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,61 +83,9 @@ func TestDashboardBrowser(t *testing.T) {
 
 	shot := filepath.Join(artifactDir(t), "dashboard-browser.png")
 	agentID := uniqueName("e2e_dash_agent_")
-	cmd := exec.CommandContext(ctx, "node", "dashboard-browser.mjs", s.HTTPURL+"/", agentID, shot, "30000", "2500")
-	cmd.Dir = nodeDir()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
-	var stderr, junk syncBuffer
-	cmd.Stderr = &stderr
-	pr, pw := io.Pipe()
-	cmd.Stdout = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	waited := false
-	defer func() {
-		if !waited {
-			_ = cmd.Cancel()
-			_ = cmd.Wait()
-		}
-		pw.Close()
-		if t.Failed() {
-			t.Logf("runner stderr:\n%s\nother runner output:\n%s", stderr.String(), junk.String())
-		}
-	}()
-	lines := make(chan dashLine, 8)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			var l dashLine
-			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-				junk.Write(append(sc.Bytes(), '\n'))
-				continue
-			}
-			select {
-			case lines <- l:
-			default:
-			}
-		}
-	}()
-	next := func(what string) dashLine {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("runner ended before %s", what)
-			}
-			return l
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for the runner's %s", what)
-		}
-		return dashLine{}
-	}
+	runner := startNode[dashLine](t, ctx, exec.CommandContext(ctx, "node", "dashboard-browser.mjs", s.HTTPURL+"/", agentID, shot, "30000", "2500"))
 
-	l := next(`"loaded"`)
+	l := runner.next(`"loaded"`)
 	if l.Event != "loaded" {
 		t.Fatalf("runner: %s before the page was live: %s %v", l.Event, l.Error, l.Problems)
 	}
@@ -175,11 +119,10 @@ func TestDashboardBrowser(t *testing.T) {
 			}
 		}
 	}()
-	l = next(`"done"`)
+	l = runner.next(`"done"`)
 	close(stopTalk)
 	<-talkDone
-	waitErr := cmd.Wait()
-	waited = true
+	waitErr := runner.wait()
 
 	st := l.State
 	t.Logf("dashboard screenshot: %s", shot)

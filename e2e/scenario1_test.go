@@ -1,19 +1,16 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,68 +118,10 @@ func runScenario1(t *testing.T, s *server, timeout time.Duration, makeCmd func(c
 	}
 	expect := "Hello from Go " + client.NewID("reply")
 
-	cmd := makeCmd(ctx, expect)
-	cmd.Dir = nodeDir()
-	// Own process group, killed whole on timeout, so that a stuck Chromium
-	// started by the runner does not outlive the test.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
-	var stderr, junk syncBuffer
-	cmd.Stderr = &stderr
-	// An io.Pipe rather than StdoutPipe: exec copies into it, so cmd.Wait
-	// may run while the scanner below still reads.
-	pr, pw := io.Pipe()
-	cmd.Stdout = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", cmd.Args, err)
-	}
-	waited := false
-	defer func() {
-		if !waited {
-			_ = cmd.Cancel()
-			_ = cmd.Wait()
-		}
-		pw.Close()
-		if t.Failed() {
-			t.Logf("runner stderr:\n%s\nother runner output:\n%s", stderr.String(), junk.String())
-		}
-	}()
-	// The runner prints at most a few lines; the buffer keeps it from ever
-	// blocking on us.
-	lines := make(chan nodeLine, 64)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			var l nodeLine
-			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-				junk.Write(append(sc.Bytes(), '\n'))
-				continue
-			}
-			select {
-			case lines <- l:
-			default:
-			}
-		}
-	}()
-	next := func(what string) nodeLine {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("runner ended before %s", what)
-			}
-			return l
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for the runner's %s", what)
-		}
-		return nodeLine{}
-	}
+	runner := startNode[nodeLine](t, ctx, makeCmd(ctx, expect))
 
 	// 1. The runner subscribed and sent the quickstart's message.
-	l := next(`"sent"`)
+	l := runner.next(`"sent"`)
 	if l.Event == "done" {
 		t.Fatalf("runner finished without sending the message: outcome %s, state %+v", l.Outcome, l.State.Arq)
 	}
@@ -220,12 +159,11 @@ func runScenario1(t *testing.T, s *server, timeout time.Duration, makeCmd func(c
 	if err != nil {
 		t.Fatal(err)
 	}
-	l = next(`"done"`)
+	l = runner.next(`"done"`)
 	for l.Event != "done" {
-		l = next(`"done"`)
+		l = runner.next(`"done"`)
 	}
-	waitErr := cmd.Wait()
-	waited = true
+	waitErr := runner.wait()
 	arq := l.State.Arq
 	if l.Outcome != "ok" || waitErr != nil {
 		t.Errorf("runner outcome %q (exit: %v); page log:\n%s", l.Outcome, waitErr, l.State.Log)
