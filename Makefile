@@ -1,7 +1,7 @@
 # ArqonBus. `make run` starts the bus on its defaults; `make test` runs every test.
 GO      ?= go
 BIN     := bin
-FUZZTIME ?= 10s
+FUZZTIME ?= 100000x
 
 .PHONY: run build test test-deps unit fuzz-short bench lint fmt vet clean
 
@@ -21,7 +21,7 @@ test: test-deps lint ## vet, gofmt, race-enabled tests, short fuzz runs
 	ARQONBUS_E2E_RACE=1 $(GO) test -race -count=1 -timeout 8m ./...
 	@$(MAKE) --no-print-directory fuzz-short
 
-fuzz-short: ## a short run of each fuzz target (longer: make fuzz-short FUZZTIME=10m)
+fuzz-short: ## a short run of each fuzz target, counted in executions (longer: make fuzz-short FUZZTIME=20000000x)
 	@echo "==> fuzzing each target for $(FUZZTIME)"
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
