@@ -1,6 +1,8 @@
 # ArqonBus. `make run` starts the bus on its defaults; `make test` runs every test.
 GO      ?= go
 BIN     := bin
+# Executions, not a duration: a -fuzztime duration can fail spuriously with "context deadline exceeded"
+# when it expires (Go 1.26 fuzz coordinator race, go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
 .PHONY: run build test test-deps unit fuzz-short bench lint fmt vet clean
