@@ -25,9 +25,9 @@ test: test-deps lint ## vet, gofmt, race-enabled tests, short fuzz runs
 
 fuzz-short: ## a short run of each fuzz target, counted in executions (longer: make fuzz-short FUZZTIME=20000000x)
 	@echo "==> fuzzing each target for $(FUZZTIME)"
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
-	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./codec/
-	$(GO) test -run='^$$' -fuzz='^FuzzFrameReader$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=3s ./engine/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./codec/
+	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./codec/
+	$(GO) test -run='^$$' -fuzz='^FuzzFrameReader$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./engine/
 
 bench: build ## load-test a fresh server: fan-out, channels, commands, idle (BENCH_RUNS=3 for medians; see scripts/bench.sh)
 	@bash scripts/bench.sh
