@@ -105,18 +105,6 @@ func AppendResponse(dst []byte, id, room, channel string, now time.Time, request
 	return append(dst, "}}"...)
 }
 
-// AppendErrorResponse appends a "command_response" from arqonbus_server with payload
-// {"request_id":..,"status":"error","error":{"code":..,"status":..,"message":..,"field":..}}: how a
-// built-in command reports failure. e.RequestID is not used; requestID is.
-func AppendErrorResponse(dst []byte, id, room, channel string, now time.Time, requestID string, e *Error) []byte {
-	dst = appendHeader(dst, id, "command_response", room, channel, ServerFrom, now)
-	dst = append(dst, `{"request_id":`...)
-	dst = AppendString(dst, requestID)
-	dst = append(dst, `,"status":"error","error":{`...)
-	dst = appendErrorFields(dst, e)
-	return append(dst, "}}}"...)
-}
-
 const hexDigits = "0123456789abcdef"
 
 // safeASCII marks the ASCII bytes that go into a JSON string as they are.

@@ -128,21 +128,6 @@ func TestAppendResponse(t *testing.T) {
 	}
 }
 
-func TestAppendErrorResponse(t *testing.T) {
-	e := Conflict("channel exists")
-	m := parse(t, AppendErrorResponse(nil, "arq_res_n1_1", "science", "general", now, "arq_cmd_1", e))
-	wantFields(t, m, map[string]any{"type": "command_response", "from": ServerFrom})
-	p := m["payload"].(map[string]any)
-	wantFields(t, p, map[string]any{"request_id": "arq_cmd_1", "status": "error"})
-	wantFields(t, p["error"].(map[string]any), map[string]any{"code": "CONFLICT", "status": 409.0, "message": "channel exists"})
-	if _, ok := p["error"].(map[string]any)["field"]; ok {
-		t.Error("field present though empty")
-	}
-	e = Validation("payload.parameters", "bad")
-	m = parse(t, AppendErrorResponse(nil, "x", "", "", now, "r", e))
-	wantFields(t, m["payload"].(map[string]any)["error"].(map[string]any), map[string]any{"field": "payload.parameters"})
-}
-
 func TestAppendString(t *testing.T) {
 	cases := map[string]string{
 		"":                 "\"\"",

@@ -18,7 +18,7 @@ const (
 )
 
 // Error is a protocol error to report to the client (SPEC "Errors"). It is a value, not a failure of
-// the server: callers turn it into an error envelope with AppendError or AppendErrorResponse.
+// the server: callers turn it into an error envelope with AppendError.
 type Error struct {
 	Code         string // one of the Code constants
 	Status       int    // HTTP-style status that goes with Code

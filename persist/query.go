@@ -123,8 +123,6 @@ func (q Query) span() (s span, ok bool) {
 	return s, !s.hi.Less(s.lo)
 }
 
-func (s span) contains(p Position) bool { return !p.Less(s.lo) && !s.hi.Less(p) }
-
 // String describes q for error messages.
 func (q Query) String() string {
 	return fmt.Sprintf("since=%q until=%q limit=%d", q.Since.String(), q.Until.String(), q.limit())
