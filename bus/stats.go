@@ -124,9 +124,10 @@ type statusCommands struct {
 }
 
 type statusLimits struct {
-	RateLimited     uint64 `json:"rate_limited"`
-	ViolationCloses uint64 `json:"violation_closes"`
-	AuthRefused     uint64 `json:"auth_refused"`
+	RateLimited        uint64 `json:"rate_limited"`
+	ViolationCloses    uint64 `json:"violation_closes"`
+	AuthRefused        uint64 `json:"auth_refused"`
+	ConnectionsRefused uint64 `json:"connections_refused"`
 }
 
 type statusMessages struct {
@@ -182,6 +183,7 @@ func (b *Bus) status() any {
 		r.Messages.Received = es.MessagesIn
 		r.Messages.Sent = es.Deliveries
 		r.Messages.SlowConsumers = es.SlowConsumers
+		r.Limits.ConnectionsRefused = es.Refused
 	}
 	b.stats.mu.Lock()
 	r.Messages.ReceivedRate, r.Messages.SentRate = b.stats.rateIn, b.stats.rateOut
@@ -193,9 +195,9 @@ func (b *Bus) status() any {
 		Received: b.stats.commands.Load(), Errors: b.stats.commandErrors.Load(),
 		Forwarded: b.stats.forwarded.Load(), Timeouts: b.stats.commandTimeouts.Load(), InFlight: b.pending.Len(),
 	}
-	r.Limits = statusLimits{
-		RateLimited: b.stats.rateLimited.Load(), ViolationCloses: b.stats.violationCloses.Load(), AuthRefused: b.stats.authRefused.Load(),
-	}
+	r.Limits.RateLimited = b.stats.rateLimited.Load()
+	r.Limits.ViolationCloses = b.stats.violationCloses.Load()
+	r.Limits.AuthRefused = b.stats.authRefused.Load()
 	return r
 }
 
@@ -203,15 +205,18 @@ func appendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10
 
 // Counters are the bus's numbers for metrics and telemetry.
 type Counters struct {
-	ClientsByType  map[string]int64
-	ActiveClients  int64
-	Rooms          int
-	Channels       int
-	Commands       uint64
-	CommandErrors  uint64
-	ErrorsByCode   map[string]uint64
-	ReceivedPerSec float64
-	SentPerSec     float64
+	ClientsByType   map[string]int64
+	RateLimited     uint64 // messages, commands and pending commands refused by a limit
+	ViolationCloses uint64
+	AuthRefused     uint64
+	ActiveClients   int64
+	Rooms           int
+	Channels        int
+	Commands        uint64
+	CommandErrors   uint64
+	ErrorsByCode    map[string]uint64
+	ReceivedPerSec  float64
+	SentPerSec      float64
 }
 
 // Counters reads the bus's counters.
@@ -223,6 +228,10 @@ func (b *Bus) Counters() Counters {
 		Commands:      b.stats.commands.Load(),
 		CommandErrors: b.stats.commandErrors.Load(),
 		ErrorsByCode:  b.ErrorCounts(),
+
+		RateLimited:     b.stats.rateLimited.Load(),
+		ViolationCloses: b.stats.violationCloses.Load(),
+		AuthRefused:     b.stats.authRefused.Load(),
 	}
 	for t, n := range b.stats.clients {
 		c.ClientsByType[t] = n.Load()

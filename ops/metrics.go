@@ -44,6 +44,7 @@ type busCollector struct {
 	received, sent, errors, uptime, memory, ready, draining, buildInfo        *prometheus.Desc
 	commands, commandErrors, storageWrites, storageErrors, storageDegraded    *prometheus.Desc
 	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive *prometheus.Desc
+	limitRefusals                                                             *prometheus.Desc
 }
 
 func newBusCollector(src Source) *busCollector {
@@ -73,6 +74,7 @@ func newBusCollector(src Source) *busCollector {
 		persistDepth:     desc("arqonbus_persist_queue_depth", "Messages queued for persistence."),
 		telemetryDropped: desc("arqonbus_telemetry_dropped_total", "Telemetry events dropped because consumers lagged."),
 		slowConsumers:    desc("arqonbus_slow_consumers_total", "Connections closed because their outbound buffer overflowed."),
+		limitRefusals:    desc("arqonbus_limit_refusals_total", "Requests refused by a limit, by limit.", "limit"),
 	}
 }
 
@@ -81,7 +83,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.activeClients, c.clients, c.rooms, c.channels, c.wsConns, c.telConns,
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
-		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers,
+		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.limitRefusals,
 	} {
 		ch <- d
 	}
@@ -135,6 +137,9 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.persistDepth, float64(s.PersistQueueDepth))
 	counter(c.telemetryDropped, s.TelemetryDropped)
 	counter(c.slowConsumers, s.SlowConsumers)
+	for _, l := range Limits {
+		counter(c.limitRefusals, s.LimitRefusals[l], l)
+	}
 }
 
 func protocolOf(s Snapshot) string {

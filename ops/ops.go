@@ -77,6 +77,8 @@ type Snapshot struct {
 	PersistQueueDepth int    `json:"persist_queue_depth"`
 	TelemetryDropped  uint64 `json:"telemetry_dropped"`
 	SlowConsumers     uint64 `json:"slow_consumers"`
+	// LimitRefusals counts refusals by limit (the names in Limits).
+	LimitRefusals map[string]uint64 `json:"limit_refusals"`
 }
 
 // Options configure a Server.
@@ -104,6 +106,11 @@ type Server struct {
 	ln   net.Listener
 	done chan struct{}
 }
+
+// Limits name the limits whose refusals are counted: message or command
+// rates and commands in flight, violation-budget closes, refused tokens or
+// origins, and connections over the cap.
+var Limits = []string{"rate", "violations", "auth", "connections"}
 
 // LatencyBuckets are the routing-latency histogram's upper bounds in seconds: 18 exponential buckets
 // from 50µs to 5s (each about twice the one before).

@@ -323,6 +323,7 @@ func TestMetrics(t *testing.T) {
 		"arqonbus_persist_queue_depth":     dto.MetricType_GAUGE,
 		"arqonbus_telemetry_dropped_total": dto.MetricType_COUNTER,
 		"arqonbus_slow_consumers_total":    dto.MetricType_COUNTER,
+		"arqonbus_limit_refusals_total":    dto.MetricType_COUNTER,
 		"go_goroutines":                    dto.MetricType_GAUGE,
 		"process_resident_memory_bytes":    dto.MetricType_GAUGE,
 	}

@@ -358,6 +358,9 @@ func (n *node) Snapshot() ops.Snapshot {
 		PersistQueueDepth:    h.Backlog,
 		TelemetryDropped:     n.tel.Dropped(),
 		SlowConsumers:        es.SlowConsumers,
+		LimitRefusals: map[string]uint64{
+			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
+		},
 	}
 }
 
