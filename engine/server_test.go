@@ -279,16 +279,11 @@ func TestDeadlines(t *testing.T) {
 	expectClose(t, br, CloseGoingAway)
 }
 
-// stubLoop runs posted work at once, on the caller: enough to drive
-// Deliver and the drain without sockets.
-type stubLoop struct{ gnetEventLoop }
-
 func BenchmarkDeliverDrain(b *testing.B) {
-	srv := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &echoHandler{})
-	l := newLoop(srv, &stubLoop{})
+	l := NewDetachedLoop()
 	conns := make([]*Conn, 100)
 	for i := range conns {
-		conns[i] = &Conn{gc: &discardConn{}, loop: l, state: stateOpen}
+		conns[i] = l.NewConn("")
 	}
 	frame := TextFrame(bytes.Repeat([]byte("m"), 180))
 	b.ReportAllocs()
