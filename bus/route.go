@@ -85,16 +85,16 @@ func (b *Bus) publish(s *session, env *codec.Envelope, received time.Time) {
 		p.done = sa.stored
 	}
 	s.attrs.reset(env)
-	delivered := ch.Publish(p, s.conn, &s.attrs)
+	published := ch.Publish(p, s.conn, &s.attrs)
 	s.attrs.reset(nil)
 	s.agent.Activity(telemetry.ActivityPublished, env.Room, env.Channel)
 	pos := p.pos
 	p.env, p.done = nil, nil
 	switch {
 	case sa != nil:
-		sa.routed(delivered, pos)
+		sa.routed(published.Recipients(), pos)
 	case ack:
-		b.respond(s, env, ackResult(delivered, pos, false))
+		b.respond(s, env, ackResult(published.Recipients(), pos, false))
 	}
 }
 

@@ -196,33 +196,52 @@ type Preparer interface {
 }
 
 // Publish sends the frame p prepares to every member but except whose
-// filter, if it has one, matches attrs, and returns how many members it went
-// to. attrs is consulted only when filtered members exist. The frame is
-// shared by all recipients and must not be modified afterwards; a nil frame
-// publishes nothing.
-func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) (recipients int) {
+// filter, if it has one, matches attrs. attrs is consulted only when filtered
+// members exist. The frame is shared by all recipients and must not be
+// modified afterwards; a nil frame publishes nothing.
+func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) Published {
 	ch.mu.Lock()
 	frame := p.Prepare(ch)
 	if frame == nil {
 		ch.mu.Unlock()
-		return 0
+		return Published{}
 	}
 	set := ch.members.Load()
 	// Counted before delivery: whoever sees the message sees it counted.
 	ch.published.Add(1)
+	handed := 0
 	for _, g := range set.groups {
 		g.loop.Deliver(frame, g.conns, except)
-		recipients += len(g.conns)
+		handed += len(g.conns)
 	}
 	if len(set.filtered) > 0 {
-		recipients += deliverFiltered(set.filtered, frame, except, attrs)
+		handed += deliverFiltered(set.filtered, frame, except, attrs)
 	}
 	ch.mu.Unlock()
-	if except != nil && set.has(except) {
-		recipients--
-	}
 	ch.lastActivity.Store(time.Now().UnixNano())
-	return recipients
+	return Published{handed: handed, set: set, except: except}
+}
+
+// Published says whom a publish reached. Counting the recipients exactly
+// means finding the sender among the members, so it is left to those who ask
+// (an ack), off the plain publish path.
+type Published struct {
+	handed int // group members handed the frame (the sender included) plus filtered matches
+	set    *memberSet
+	except *engine.Conn
+}
+
+// Recipients is how many members the message went to, the sender not counted.
+func (p Published) Recipients() int {
+	if p.except == nil || p.set == nil {
+		return p.handed
+	}
+	for _, g := range p.set.groups {
+		if g.loop == p.except.Loop() && slices.Contains(g.conns, p.except) {
+			return p.handed - 1 // a filtered sender was never counted
+		}
+	}
+	return p.handed
 }
 
 // Frame is a Preparer for a frame made beforehand.
