@@ -1,0 +1,227 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/arqonbus/arqonbus/internal/redistest"
+	"github.com/arqonbus/arqonbus/persist"
+)
+
+// recorder is a Handler that keeps what it is given.
+type recorder struct {
+	mu      sync.Mutex
+	events  map[string][]persist.Entry
+	inbox   [][]byte
+	control [][]byte
+	gaps    int
+	ups     []bool
+}
+
+func newRecorder() *recorder { return &recorder{events: map[string][]persist.Entry{}} }
+
+func (r *recorder) Event(ch string, pos persist.Position, data []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	evs := r.events[ch]
+	if n := len(evs); n > 0 && !evs[n-1].Position.Less(pos) {
+		return // already have it
+	}
+	r.events[ch] = append(evs, persist.Entry{Position: pos, Data: append([]byte(nil), data...)})
+}
+func (r *recorder) Gap(string) { r.mu.Lock(); r.gaps++; r.mu.Unlock() }
+func (r *recorder) Last(ch string) persist.Position {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if evs := r.events[ch]; len(evs) > 0 {
+		return evs[len(evs)-1].Position
+	}
+	return persist.Position{}
+}
+func (r *recorder) Inbox(m []byte) {
+	r.mu.Lock()
+	r.inbox = append(r.inbox, append([]byte(nil), m...))
+	r.mu.Unlock()
+}
+func (r *recorder) Control(m []byte) {
+	r.mu.Lock()
+	r.control = append(r.control, append([]byte(nil), m...))
+	r.mu.Unlock()
+}
+func (r *recorder) Reachable(up bool)    { r.mu.Lock(); r.ups = append(r.ups, up); r.mu.Unlock() }
+func (r *recorder) NodesChanged([]Info) {}
+
+func (r *recorder) count(ch string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events[ch])
+}
+
+func startNode(t *testing.T, url, id string, h Handler) *Node {
+	t.Helper()
+	n, err := New(context.Background(), Options{URL: url, NodeID: id, Handler: h, Heartbeat: 200 * time.Millisecond, NodeTTL: time.Second, Linger: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	t.Cleanup(func() { _ = n.Close(context.Background()) })
+	waitFor(t, 5*time.Second, "redis reachable", n.Up)
+	return n
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func subscribe(t *testing.T, n *Node, ch string) {
+	t.Helper()
+	ready := make(chan error, 1)
+	switch n.Subscribe(ch, func(err error) { ready <- err }) {
+	case Live:
+	case Unreachable:
+		t.Fatal("unreachable")
+	case Pending:
+		select {
+		case err := <-ready:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("subscription not live within 5s")
+		}
+	}
+}
+
+func publish(t *testing.T, n *Node, ch string, i int) chan error {
+	done := make(chan error, 1)
+	head := []byte(fmt.Sprintf(`{"n":%d,"position":"`, i))
+	n.Publish(ch, head, []byte(`"}`), func(_ persist.Position, err error) { done <- err })
+	return done
+}
+
+// TestEventsCrossNodesInOrder: events published on two nodes reach a third in one order, the
+// stream's, each once, and every stored envelope carries its own position.
+func TestEventsCrossNodesInOrder(t *testing.T) {
+	r := redistest.Run(t)
+	ha, hb, hc := newRecorder(), newRecorder(), newRecorder()
+	a := startNode(t, r.URL(), "a", ha)
+	b := startNode(t, r.URL(), "b", hb)
+	c := startNode(t, r.URL(), "c", hc)
+	const ch = "science:general"
+	for _, n := range []*Node{a, b, c} {
+		subscribe(t, n, ch)
+	}
+	var dones []chan error
+	for i := 0; i < 200; i++ {
+		n := a
+		if i%2 == 1 {
+			n = b
+		}
+		dones = append(dones, publish(t, n, ch, i))
+	}
+	for _, d := range dones {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range []*recorder{ha, hb, hc} {
+		waitFor(t, 5*time.Second, "200 events", func() bool { return h.count(ch) == 200 })
+	}
+	for i, e := range hc.events[ch] {
+		if want := `"position":"` + e.Position.String() + `"`; !strings.Contains(string(e.Data), want) {
+			t.Fatalf("event %d: %s lacks %s", i, e.Data, want)
+		}
+		if string(ha.events[ch][i].Data) != string(e.Data) || string(hb.events[ch][i].Data) != string(e.Data) {
+			t.Fatalf("nodes disagree at %d", i)
+		}
+	}
+	waitFor(t, 2*time.Second, "a sees 3 nodes", func() bool { return len(a.Nodes()) == 3 })
+}
+
+// TestCatchUpAfterUnsubscribe: a node that left a channel and comes back reads what it missed from
+// the stream before live events.
+func TestCatchUpAfterUnsubscribe(t *testing.T) {
+	r := redistest.Run(t)
+	ha, hb := newRecorder(), newRecorder()
+	a := startNode(t, r.URL(), "a", ha)
+	b := startNode(t, r.URL(), "b", hb)
+	const ch = "r:c"
+	subscribe(t, a, ch)
+	subscribe(t, b, ch)
+	if err := <-publish(t, a, ch, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b has 1", func() bool { return hb.count(ch) == 1 })
+	b.Unsubscribe(ch)
+	waitFor(t, 5*time.Second, "b unsubscribed", func() bool { return !b.Subscribed(ch) })
+	time.Sleep(300 * time.Millisecond)
+	for i := 1; i <= 10; i++ {
+		if err := <-publish(t, a, ch, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hb.count(ch); n != 1 {
+		t.Fatalf("b got %d events while unsubscribed", n)
+	}
+	subscribe(t, b, ch)
+	if n := hb.count(ch); n != 11 {
+		t.Fatalf("b has %d events after catching up, want 11", n)
+	}
+}
+
+// TestDirectory: ids are unique across live nodes; a dead node's ids are free once it is unseen.
+func TestDirectory(t *testing.T) {
+	r := redistest.Run(t)
+	ha, hb := newRecorder(), newRecorder()
+	a := startNode(t, r.URL(), "a", ha)
+	b := startNode(t, r.URL(), "b", hb)
+	ctx := context.Background()
+	if ok, _, err := a.ClaimID(ctx, "alice", false); !ok || err != nil {
+		t.Fatalf("a claim: %v %v", ok, err)
+	}
+	if ok, holder, err := b.ClaimID(ctx, "alice", false); ok || err != nil || holder != a.Instance() {
+		t.Fatalf("b claim: ok=%v holder=%q err=%v", ok, holder, err)
+	}
+	inst, ok, err := b.SendToClient(ctx, "alice", []byte("hello"))
+	if !ok || err != nil || inst != a.Instance() {
+		t.Fatalf("send: %q %v %v", inst, ok, err)
+	}
+	waitFor(t, 5*time.Second, "inbox", func() bool { ha.mu.Lock(); defer ha.mu.Unlock(); return len(ha.inbox) == 1 })
+	if _, ok, _ := b.SendToClient(ctx, "nobody", []byte("x")); ok {
+		t.Fatal("sent to nobody")
+	}
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := b.ClaimID(ctx, "alice", false); !ok || err != nil {
+		t.Fatalf("claim after a left: %v %v", ok, err)
+	}
+}
+
+// TestConflicts: a standalone node refuses to start next to others, and a second node with the same id
+// too.
+func TestConflicts(t *testing.T) {
+	r := redistest.Run(t)
+	startNode(t, r.URL(), "a", newRecorder())
+	if _, err := New(context.Background(), Options{URL: r.URL(), NodeID: "b", Standalone: true}); err == nil {
+		t.Fatal("standalone started next to a cluster node")
+	} else {
+		t.Log(err)
+	}
+	if _, err := New(context.Background(), Options{URL: r.URL(), NodeID: "a", Handler: newRecorder()}); err == nil {
+		t.Fatal("second node a started")
+	} else {
+		t.Log(err)
+	}
+}
