@@ -52,7 +52,7 @@ func (r *recorder) Control(m []byte) {
 	r.control = append(r.control, append([]byte(nil), m...))
 	r.mu.Unlock()
 }
-func (r *recorder) Reachable(up bool)    { r.mu.Lock(); r.ups = append(r.ups, up); r.mu.Unlock() }
+func (r *recorder) Reachable(up bool)   { r.mu.Lock(); r.ups = append(r.ups, up); r.mu.Unlock() }
 func (r *recorder) NodesChanged([]Info) {}
 
 func (r *recorder) count(ch string) int {

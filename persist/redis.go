@@ -702,7 +702,9 @@ func mergePending(entries []Entry, cs *channelState, sp span) []Entry {
 
 // ParseStream reads an XRANGE (or, with reverse, XREVRANGE) reply of a history stream into entries,
 // oldest first.
-func ParseStream(res rueidis.RedisResult, reverse bool) ([]Entry, error) { return parseEntries(res, reverse) }
+func ParseStream(res rueidis.RedisResult, reverse bool) ([]Entry, error) {
+	return parseEntries(res, reverse)
+}
 
 // parseEntries reads an XRANGE or XREVRANGE reply; reverse turns the latter oldest first. Entries that
 // are not ours (bad id, no entry field) are skipped.

@@ -2,6 +2,8 @@
 # install-test-deps.sh: install what the test suites need, only when missing.
 #
 #   - Debian redis-server  (storage and cluster tests)            via scripts/ensure-redis.sh
+#   - Debian redis-tools   (redis-cli: creates the test Redis Cluster in internal/redistest)
+#   - Debian haproxy       (deploy/ config check, e2e load-balancer tests)
 #   - Debian chromium      (e2e TestScenario1Browser, headless)   at /usr/bin/chromium
 #   - Node packages ws and playwright-core, pinned by
 #     e2e/node/package-lock.json, into e2e/node/node_modules      via npm ci
@@ -43,6 +45,24 @@ fi
 # ensure-redis.sh is the single owner of the Redis check; after the install
 # above it only confirms (and installs by itself when called alone).
 ARQONBUS_APT_UPDATED=$apt_updated "$ROOT/scripts/ensure-redis.sh"
+
+# redis-server normally pulls in redis-tools; a minimal install may not have it.
+if ! command -v redis-cli >/dev/null 2>&1; then
+	apt_install "redis-cli, which builds the 3-shard Redis Cluster of the cluster tests" redis-tools
+	command -v redis-cli >/dev/null 2>&1 || { log "redis-cli still missing after install"; exit 1; }
+else
+	log "redis-cli already installed ($(command -v redis-cli)); nothing to do"
+fi
+
+# The e2e tests run haproxy in the foreground on loopback ports; the Debian
+# package also installs (and may start) a system-wide haproxy on its own
+# config, which the tests never use.
+if ! command -v haproxy >/dev/null 2>&1; then
+	apt_install "load balancer for deploy/haproxy (config check) and the e2e several-node tests" haproxy
+	command -v haproxy >/dev/null 2>&1 || { log "haproxy still missing after install"; exit 1; }
+else
+	log "haproxy already installed ($(command -v haproxy)); nothing to do"
+fi
 
 if [ ! -x /usr/bin/chromium ]; then
 	apt_install "headless browser for the e2e browser test (Scenario 1 JavaScript)" chromium

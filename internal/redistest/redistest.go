@@ -45,15 +45,21 @@ func New(t testing.TB, extra ...string) *Server {
 		}
 		t.Skip("redis-server not found (scripts/install-test-deps.sh installs it)")
 	}
+	s := &Server{Port: freePort(t), t: t, bin: bin, dir: t.TempDir(), extra: extra}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// freePort asks the kernel for an unused loopback port (free again when it
+// returns).
+func freePort(t testing.TB) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &Server{Port: port, t: t, bin: bin, dir: t.TempDir(), extra: extra}
-	t.Cleanup(s.Kill)
-	return s
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Run returns a started server.
