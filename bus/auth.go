@@ -30,7 +30,7 @@ func (b *Bus) Upgrade(c *engine.Conn, r *engine.Request) error {
 		}
 	}
 	q := r.Query
-	s := &session{conn: c, clientType: TypeHuman, channels: make(map[fanout.Key]*fanout.Channel)}
+	s := &session{b: b, conn: c, clientType: TypeHuman, channels: make(map[fanout.Key]*fanout.Channel)}
 	id := q.Get("client_id")
 	if id != "" && !codec.ValidClientID(id) {
 		return &engine.Reject{Status: http.StatusBadRequest, Reason: "client_id must be 1 to 128 characters of [A-Za-z0-9_.:-]"}

@@ -48,6 +48,11 @@ type Config struct {
 	// Telemetry, if set, hears connects, joins, commands and agent activity.
 	Telemetry *telemetry.Emitter
 
+	// Clustered makes the bus one node of several: attach the cluster node
+	// with JoinCluster before serving. Needs a store that keeps rings
+	// (persist.Redis).
+	Clustered bool
+
 	Logger *slog.Logger
 }
 
@@ -62,6 +67,8 @@ type Bus struct {
 	stats   stats
 
 	store    persist.Store
+	broker   broker
+	mesh     *mesh // the broker of a clustered bus, else nil
 	tel      *telemetry.Emitter
 	builtins *commands.Set
 	deps     *commands.Deps
@@ -103,7 +110,13 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 	b.store = cfg.Store
 	b.tel = cfg.Telemetry
 	b.builtins = commands.Builtins(historyReader{b})
-	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, Status: b.status, Replayer: replayer{b}, Events: events{b}}
+	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, Status: b.status, Replayer: replayer{b}, Events: events{b}, NodeID: cfg.NodeID}
+	b.broker = solo{b}
+	if cfg.Clustered {
+		b.mesh = newMesh(b)
+		b.broker = b.mesh
+		b.deps.Remote = b.mesh
+	}
 	b.pending = commands.NewPending(cfg.CommandTimeout, b.commandTimedOut)
 	b.blocking = make(chan struct{}, cfg.MaxBlockingCommands)
 	return b

@@ -21,11 +21,13 @@ func (e events) ChannelCreated(_ commands.Caller, k fanout.Key) {
 		created = ch.Created
 	}
 	go e.registry(func(ctx context.Context) error { return e.b.store.SaveChannel(ctx, k.String(), created) }, k, "save")
+	e.b.broker.channelChanged(k, true)
 	e.b.emit("channel_created", map[string]any{"room": k.Room, "channel": k.Channel})
 }
 
 func (e events) ChannelDeleted(_ commands.Caller, k fanout.Key) {
 	go e.registry(func(ctx context.Context) error { return e.b.store.DeleteChannel(ctx, k.String()) }, k, "delete")
+	e.b.broker.channelChanged(k, false)
 	e.b.emit("channel_deleted", map[string]any{"room": k.Room, "channel": k.Channel})
 }
 

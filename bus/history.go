@@ -16,6 +16,9 @@ import (
 type chanState struct {
 	name  string        // "room:channel": the store's key, made once
 	clock persist.Clock // history positions; guarded by the channel lock
+	// outbox holds this node's events on their way through Redis, in the order they left (cluster
+	// only); guarded by the channel lock.
+	outbox []*outgoing
 }
 
 // NewChannelState makes the bus's state for a new channel: pass it to the
@@ -29,11 +32,12 @@ func stateOf(ch *fanout.Channel) *chanState { return ch.State.(*chanState) }
 // receive time under metadata), and the store write, so that positions,
 // store order and delivery order agree. One per session, reused.
 type publishing struct {
-	b    *Bus
-	env  *codec.Envelope
-	now  time.Time
-	pos  persist.Position
-	done func(error) // for a sync ack
+	b      *Bus
+	env    *codec.Envelope
+	sender *engine.Conn
+	now    time.Time
+	pos    persist.Position
+	done   func(error) // for a sync ack
 }
 
 // routedSlack covers what AppendRouted writes besides the sender's values:
@@ -41,7 +45,7 @@ type publishing struct {
 // the routed frame is one allocation (BenchmarkMessageEvent shows it).
 const routedSlack = 256
 
-func (p *publishing) Prepare(ch *fanout.Channel) []byte {
+func (p *publishing) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 	st := stateOf(ch)
 	p.pos = st.clock.Next(p.now)
 	var scratch [96]byte
@@ -53,7 +57,7 @@ func (p *publishing) Prepare(ch *fanout.Channel) []byte {
 	buf := make([]byte, engine.HeaderRoom, engine.HeaderRoom+len(e.Payload)+len(e.Metadata)+len(e.ID)+len(e.From)+len(e.Room)+len(e.Channel)+len(e.Timestamp)+routedSlack)
 	buf = codec.AppendRouted(buf, e, extra)
 	p.b.store.Append(st.name, persist.Entry{Position: p.pos, Data: buf[engine.HeaderRoom:]}, p.done)
-	return engine.FinishText(buf)
+	return engine.FinishText(buf), p.sender
 }
 
 // syncAck answers an event sent with metadata.ack in sync mode once both the

@@ -61,23 +61,28 @@ func (a *msgAttrs) Attr(key string) (string, bool) {
 		if a.values == nil {
 			a.values = make(map[string]string)
 		}
-		if bytes.Contains(a.env.Payload, metadataKey) {
-			var p struct {
-				Metadata map[string]sonic.NoCopyRawMessage `json:"metadata"`
-			}
-			if sonic.ConfigDefault.Unmarshal(a.env.Payload, &p) == nil {
-				a.add(p.Metadata)
-			}
-		}
-		if len(a.env.Metadata) > 0 {
-			var m map[string]sonic.NoCopyRawMessage
-			if sonic.ConfigDefault.Unmarshal(a.env.Metadata, &m) == nil {
-				a.add(m) // envelope metadata wins over payload.metadata
-			}
-		}
+		a.parse(a.env.Payload, a.env.Metadata)
 	}
 	v, ok := a.values[key]
 	return v, ok
+}
+
+// parse takes the values of payload.metadata, then of metadata (which win).
+func (a *msgAttrs) parse(payload, metadata []byte) {
+	if bytes.Contains(payload, metadataKey) {
+		var p struct {
+			Metadata map[string]sonic.NoCopyRawMessage `json:"metadata"`
+		}
+		if sonic.ConfigDefault.Unmarshal(payload, &p) == nil {
+			a.add(p.Metadata)
+		}
+	}
+	if len(metadata) > 0 {
+		var m map[string]sonic.NoCopyRawMessage
+		if sonic.ConfigDefault.Unmarshal(metadata, &m) == nil {
+			a.add(m)
+		}
+	}
 }
 
 func (a *msgAttrs) add(m map[string]sonic.NoCopyRawMessage) {
@@ -86,4 +91,29 @@ func (a *msgAttrs) add(m map[string]sonic.NoCopyRawMessage) {
 			a.values[k] = v
 		}
 	}
+}
+
+// routedAttrs gives filters an event's metadata values from its routed envelope (an event that came
+// through Redis), parsed only if a filtered member asks.
+type routedAttrs struct {
+	data []byte
+	msgAttrs
+}
+
+func newRoutedAttrs(data []byte) *routedAttrs { return &routedAttrs{data: data} }
+
+func (a *routedAttrs) Attr(key string) (string, bool) {
+	if !a.parsed {
+		a.parsed = true
+		a.values = make(map[string]string)
+		var env struct {
+			Payload  sonic.NoCopyRawMessage `json:"payload"`
+			Metadata sonic.NoCopyRawMessage `json:"metadata"`
+		}
+		if sonic.ConfigDefault.Unmarshal(a.data, &env) == nil {
+			a.parse(env.Payload, env.Metadata)
+		}
+	}
+	v, ok := a.values[key]
+	return v, ok
 }

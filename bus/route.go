@@ -17,7 +17,13 @@ import (
 // Message decodes, checks and dispatches one client envelope.
 func (b *Bus) Message(c *engine.Conn, msg []byte) {
 	s := sessionOf(c)
-	if !s.registered {
+	if s.binding {
+		if !s.hold(msg, false) {
+			c.CloseNow(engine.CloseTryAgainLater, "too many messages before the client id was confirmed")
+		}
+		return
+	}
+	if !s.opened {
 		return
 	}
 	env, cerr := codec.Decode(msg)
@@ -25,18 +31,16 @@ func (b *Bus) Message(c *engine.Conn, msg []byte) {
 		b.reject(s, env, cerr)
 		return
 	}
-	b.stats.received(env.Type)
 	if env.From != s.ID() {
 		if !s.claimable {
 			b.reject(s, env, withField(codec.Forbidden("from must be your client id "+s.ID()), "from"))
 			return
 		}
-		if e := b.claim(s, env.From); e != nil {
-			b.reject(s, env, withField(e, "from"))
-			return
-		}
+		b.claim(s, env, msg)
+		return
 	}
 	s.claimable = false
+	b.stats.received(env.Type)
 
 	// Rate limits are flow control, not violations: refused, not counted.
 	received := time.Now()
@@ -76,25 +80,39 @@ func (b *Bus) publish(s *session, env *codec.Envelope, received time.Time) {
 		b.reject(s, env, codec.Forbidden("join "+k.String()+" before publishing to it"))
 		return
 	}
+	b.broker.publish(s, ch, env, received)
+	s.agent.Activity(telemetry.ActivityPublished, env.Room, env.Channel)
+}
+
+// publishLocal routes an event to ch's members on this node, its position
+// from the channel's own clock, and acks it when asked.
+func (b *Bus) publishLocal(s *session, ch *fanout.Channel, env *codec.Envelope, received time.Time) {
+	b.routeLocal(&s.pub, &s.attrs, s.conn, ch, env, received, true)
+}
+
+// routeLocal is publishLocal with its scratch (p, attrs) given: the session's
+// on its loop, fresh ones elsewhere. onLoop says whether the ack may be
+// written directly.
+func (b *Bus) routeLocal(p *publishing, attrs *msgAttrs, sender *engine.Conn, ch *fanout.Channel, env *codec.Envelope, received time.Time, onLoop bool) {
 	ack := wantsAck(env.Metadata)
 	var sa *syncAck
-	p := &s.pub
-	p.b, p.env, p.now, p.done = b, env, received, nil
+	p.b, p.env, p.now, p.done, p.sender = b, env, received, nil, sender
 	if ack && b.cfg.SyncAcks {
-		sa = &syncAck{b: b, conn: s.conn, env: env}
+		sa = &syncAck{b: b, conn: sender, env: env}
 		p.done = sa.stored
 	}
-	s.attrs.reset(env)
-	published := ch.Publish(p, s.conn, &s.attrs)
-	s.attrs.reset(nil)
-	s.agent.Activity(telemetry.ActivityPublished, env.Room, env.Channel)
+	attrs.reset(env)
+	published := ch.Publish(p, attrs)
+	attrs.reset(nil)
 	pos := p.pos
-	p.env, p.done = nil, nil
+	p.env, p.done, p.sender = nil, nil, nil
 	switch {
 	case sa != nil:
 		sa.routed(published.Recipients(), pos)
+	case ack && onLoop:
+		sender.Write(b.responseFrame(env, ackResult(published.Recipients(), pos, false)))
 	case ack:
-		b.respond(s, env, ackResult(published.Recipients(), pos, false))
+		sender.Send(b.responseFrame(env, ackResult(published.Recipients(), pos, false)))
 	}
 }
 
@@ -105,19 +123,20 @@ func (b *Bus) private(s *session, env *codec.Envelope, msg []byte) {
 		b.reject(s, env, cerr)
 		return
 	}
-	if !b.hub.SendTo(target, engine.TextFrame(msg)) {
-		b.sendError(s, env, withField(codec.TargetNotFound("client "+target+" is not connected"), "payload.target"))
+	s.agent.Activity(telemetry.ActivityPrivate, env.Room, env.Channel)
+	if c := b.hub.Client(target); c == nil || c.Closed() {
+		b.broker.private(s, env, target, msg)
 		return
 	}
+	b.hub.SendTo(target, engine.TextFrame(msg))
 	b.stats.privates.Add(1)
-	s.agent.Activity(telemetry.ActivityPrivate, env.Room, env.Channel)
 	if wantsAck(env.Metadata) {
 		b.respond(s, env, ackResult(1, persist.Position{}, false))
 	}
 }
 
-// command sends a command to a member that serves it on the target channel,
-// or runs the built-in of that name.
+// command sends a command to a member that serves it on the target channel
+// (on this node or another), or runs the built-in of that name.
 func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
 	cmd, cerr := codec.DecodeCommand(env.Payload)
 	if cerr != nil {
@@ -125,12 +144,14 @@ func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	b.stats.commands.Add(1)
-	if ch := b.hub.Channel(fanout.Key{Room: env.Room, Channel: env.Channel}); ch != nil {
-		if h := ch.PickHandler(cmd.Command); h != nil {
-			b.forward(s, env, msg, h)
-			b.telemetryCommand(s, env, cmd.Command, "")
-			return
+	if h := b.broker.pickHandler(fanout.Key{Room: env.Room, Channel: env.Channel}, cmd.Command); !h.none() {
+		if h.conn != nil {
+			b.forward(s, env, msg, h.conn)
+		} else {
+			b.broker.forward(s, env, msg, h)
 		}
+		b.telemetryCommand(s, env, cmd.Command, "")
+		return
 	}
 	builtin := b.builtins.Get(cmd.Command)
 	if builtin == nil {
@@ -140,19 +161,32 @@ func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	req := &commands.Request{Env: env, Name: cmd.Command, Params: cmd.Parameters}
-	if builtin.Blocking {
-		b.telemetryCommand(s, env, cmd.Command, "")
+	if builtin.Name == commands.JoinChannel {
+		// A join waits until the channel's events reach this node, so that the member misses
+		// nothing published after its join was answered.
+		if k, e := commands.Target(req); e == nil && !b.broker.ready(s, k, func() { b.runBuiltin(s, builtin, req) }) {
+			return
+		}
+	}
+	b.runBuiltin(s, builtin, req)
+}
+
+// runBuiltin runs a built-in command for s and answers it.
+func (b *Bus) runBuiltin(s *session, builtin *commands.Command, req *commands.Request) {
+	env := req.Env
+	if builtin.Blocking || (builtin.Gathers && b.deps.Remote != nil) {
+		b.telemetryCommand(s, env, builtin.Name, "")
 		b.runBlocking(s, builtin, req)
 		return
 	}
 	result, cerr := commands.Run(builtin, b.deps, s, req)
 	if cerr != nil {
 		b.stats.commandErrors.Add(1)
-		b.telemetryCommand(s, env, cmd.Command, cerr.Code)
+		b.telemetryCommand(s, env, builtin.Name, cerr.Code)
 		b.sendError(s, env, cerr)
 		return
 	}
-	b.telemetryCommand(s, env, cmd.Command, "")
+	b.telemetryCommand(s, env, builtin.Name, "")
 	b.respond(s, env, result)
 }
 
@@ -187,18 +221,26 @@ func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Reque
 // forward hands a command, as sent, to the handler h and remembers who asked.
 func (b *Bus) forward(s *session, env *codec.Envelope, msg []byte, h *engine.Conn) {
 	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, Handler: h}
+	if b.addPending(s, env, f) {
+		h.Send(engine.TextFrame(msg))
+	}
+}
+
+// addPending records f, a command s sent, as in flight to its handler, or
+// tells s why not.
+func (b *Bus) addPending(s *session, env *codec.Envelope, f *commands.Inflight) bool {
 	ok, full := b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands))
 	switch {
 	case full:
 		b.stats.rateLimited.Add(1)
 		b.sendError(s, env, codec.RateLimited("too many commands in flight; wait for answers", int64(b.cfg.CommandTimeout/time.Millisecond)))
-		return
+		return false
 	case !ok:
 		b.sendError(s, env, withField(codec.Conflict("a command with this id is already in flight to that handler"), "id"))
-		return
+		return false
 	}
 	b.stats.forwarded.Add(1)
-	h.Send(engine.TextFrame(msg))
+	return true
 }
 
 // commandResponse routes a handler's answer to the requester alone.
@@ -212,13 +254,21 @@ func (b *Bus) commandResponse(s *session, env *codec.Envelope, msg []byte) {
 		b.reject(s, env, withField(codec.NotFound("no command "+quote(p.RequestID)+" is awaiting your response"), "payload.request_id"))
 		return
 	}
+	if f.Requester == nil {
+		b.broker.answer(f, s.ID(), msg, nil)
+		return
+	}
 	if !f.Requester.Closed() {
 		f.Requester.Send(engine.TextFrame(msg))
 	}
 }
 
 // commandTimedOut answers a requester whose handler did not. Timer goroutine.
+// A command another node forwarded here times out there.
 func (b *Bus) commandTimedOut(f *commands.Inflight) {
+	if f.Requester == nil {
+		return
+	}
 	b.stats.commandTimeouts.Add(1)
 	b.sendErrorTo(f.Requester, f.Room, f.Channel, f.RequestID,
 		codec.Timeout("no command_response within "+b.cfg.CommandTimeout.String()))
@@ -228,7 +278,7 @@ func (b *Bus) commandTimedOut(f *commands.Inflight) {
 func (b *Bus) telemetry(s *session, env *codec.Envelope, msg []byte) {
 	frame := engine.TextFrame(msg)
 	if ch := b.hub.Channel(TelemetryChannel); ch != nil {
-		ch.Publish(fanout.Frame(frame), s.conn, nil)
+		ch.Publish(fanout.Frame{Data: frame, Sender: s.conn}, nil)
 	}
 	if b.tel != nil {
 		b.tel.Forward(frame)

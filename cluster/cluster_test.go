@@ -103,10 +103,14 @@ func subscribe(t *testing.T, n *Node, ch string) {
 	}
 }
 
+type resultChan chan error
+
+func (r resultChan) Published(_ persist.Position, err error) { r <- err }
+
 func publish(t *testing.T, n *Node, ch string, i int) chan error {
 	done := make(chan error, 1)
 	head := []byte(fmt.Sprintf(`{"n":%d,"position":"`, i))
-	n.Publish(ch, head, []byte(`"}`), func(_ persist.Position, err error) { done <- err })
+	n.Publish(ch, head, []byte(`"}`), resultChan(done))
 	return done
 }
 

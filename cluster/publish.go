@@ -12,20 +12,27 @@ import (
 	"github.com/arqonbus/arqonbus/persist"
 )
 
+// Result hears how a publish went.
+type Result interface {
+	// Published is called once, from a writer goroutine, with the event's position, or with
+	// ErrUncertain (the connection failed on the way: Redis may have it), ErrUnreachable or ErrClosed
+	// (not sent), or Redis's refusal (not stored).
+	Published(pos persist.Position, err error)
+}
+
 // Publish queues an event of channel for the cluster: the Lua call stores head+position+tail in the
-// channel's stream and publishes it to every subscribed node, this one included. done is called once,
-// from a writer goroutine, with the position, or with ErrUncertain (the connection failed on the way:
-// Redis may have it), ErrUnreachable / ErrClosed (not sent), or Redis's refusal. head and tail must not
-// change until done. Publish never blocks on I/O: it is called under the channel's lock, and publishes of
-// one channel keep their order (one writer per channel, one connection per Redis node).
-func (n *Node) Publish(channel string, head, tail []byte, done func(persist.Position, error)) {
-	n.pub.push(channel, publishing{channel: channel, head: head, tail: tail, done: done})
+// channel's stream and publishes it to every subscribed node, this one included. head and tail must not
+// change until res hears the outcome. Publish never blocks on I/O (it is called under the channel's
+// lock), and publishes of one channel keep their order (one writer per channel, one connection per
+// Redis node).
+func (n *Node) Publish(channel string, head, tail []byte, res Result) {
+	n.pub.push(channel, publishing{channel: channel, head: head, tail: tail, res: res})
 }
 
 type publishing struct {
 	channel    string
 	head, tail []byte
-	done       func(persist.Position, error)
+	res        Result
 }
 
 // publisher sends queued publishes in pipelined batches: each writer takes everything queued (up to a
@@ -67,7 +74,7 @@ func (p *publisher) push(channel string, m publishing) {
 	sh.mu.Lock()
 	if sh.closed {
 		sh.mu.Unlock()
-		go m.done(persist.Position{}, ErrClosed) // the caller holds the channel's lock
+		go m.res.Published(persist.Position{}, ErrClosed) // the caller holds the channel's lock
 		return
 	}
 	sh.q = append(sh.q, m)
@@ -134,7 +141,7 @@ func (p *publisher) send(batch []publishing, cmds rueidis.Commands) rueidis.Comm
 	c := p.n.client()
 	if c == nil || !p.n.Up() {
 		for i := range batch {
-			batch[i].done(persist.Position{}, ErrUnreachable)
+			batch[i].res.Published(persist.Position{}, ErrUnreachable)
 		}
 		return cmds
 	}
@@ -157,25 +164,28 @@ func (p *publisher) send(batch []publishing, cmds rueidis.Commands) rueidis.Comm
 		}
 	}
 	clear(cmds)
-	var lostErr error
+	// Connection trouble is reported before any outcome, so that whoever hears ErrUncertain already
+	// knows Redis is unreachable.
+	for i := range results {
+		if err := results[i].Error(); err != nil && !isRedisErr(err) {
+			p.n.lost(err)
+			break
+		}
+	}
 	for i := range batch {
 		pos, err := results[i].ToString()
 		switch {
 		case err == nil:
 			if pp, ok := persist.ParsePosition(pos); ok {
-				batch[i].done(pp, nil)
+				batch[i].res.Published(pp, nil)
 				continue
 			}
-			batch[i].done(persist.Position{}, ErrUncertain)
+			batch[i].res.Published(persist.Position{}, ErrUncertain)
 		case isRedisErr(err):
-			batch[i].done(persist.Position{}, err)
+			batch[i].res.Published(persist.Position{}, err)
 		default:
-			lostErr = err
-			batch[i].done(persist.Position{}, ErrUncertain)
+			batch[i].res.Published(persist.Position{}, ErrUncertain)
 		}
-	}
-	if lostErr != nil {
-		p.n.lost(lostErr)
 	}
 	return cmds
 }

@@ -74,8 +74,9 @@ func newSubscriptions(n *Node) *subscriptions {
 }
 
 // Subscribe declares one more local reason to receive channel's events (a member, or a join on its way).
-// When it returns Pending, ready is called once, from another goroutine, when the subscription is
-// live (nil) or could not be made (an error; the subscription keeps trying in the background).
+// When it returns Pending, ready (if not nil) is called once, from another goroutine, when the
+// subscription is live (nil) or could not be made (an error; the subscription keeps trying in the
+// background).
 func (n *Node) Subscribe(channel string, ready func(error)) Interest {
 	ss := n.subs
 	ss.mu.Lock()
@@ -220,7 +221,9 @@ func (ss *subscriptions) fail(s *sub, err error) {
 	s.waiters = nil
 	ss.mu.Unlock()
 	for _, w := range ws {
-		w(err)
+		if w != nil {
+			w(err)
+		}
 	}
 }
 
@@ -246,7 +249,9 @@ func (ss *subscriptions) markLive(s *sub) {
 	s.waiters = nil
 	ss.mu.Unlock()
 	for _, w := range ws {
-		w(nil)
+		if w != nil {
+			w(nil)
+		}
 	}
 }
 

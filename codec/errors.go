@@ -79,3 +79,20 @@ func Unavailable(msg string) *Error { return &Error{Code: CodeUnavailable, Statu
 
 // Internal reports a server fault; msg must not leak internals to the client.
 func Internal(msg string) *Error { return &Error{Code: CodeInternal, Status: 500, Message: msg} }
+
+// statusOf is the HTTP-style status of each code.
+var statusOf = map[string]int{
+	CodeValidation: 400, CodeUnauthorized: 401, CodeForbidden: 403, CodeNotFound: 404, CodeTargetNotFound: 404,
+	CodeCommandNotFound: 404, CodeConflict: 409, CodeRateLimited: 429, CodeTimeout: 504, CodeUnavailable: 503,
+	CodeInternal: 500,
+}
+
+// NewError makes the error of code with msg, for a code that arrived as text (from another node); an
+// unknown code is INTERNAL.
+func NewError(code, msg string) *Error {
+	st, ok := statusOf[code]
+	if !ok {
+		return Internal(msg)
+	}
+	return &Error{Code: code, Status: st, Message: msg}
+}

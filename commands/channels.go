@@ -1,6 +1,8 @@
 package commands
 
 import (
+	"context"
+	"sort"
 	"strconv"
 	"time"
 
@@ -24,9 +26,17 @@ const (
 	maxHandles     = 64
 )
 
+// JoinChannel is the name of the join command, which the bus may hold back
+// until the channel's events reach the node.
+const JoinChannel = "join_channel"
+
+// Target is the channel a command acts on, from its envelope and its room
+// and channel parameters.
+func Target(r *Request) (fanout.Key, *codec.Error) { return requestTarget(r) }
+
 func joinChannelCommand() *Command {
 	return &Command{
-		Name:        "join_channel",
+		Name:        JoinChannel,
 		Description: "Join a channel (created if missing, unless auto-create is off) and receive its events.",
 		Params: map[string]string{
 			"room": "room, or \"room:channel\" (default: the envelope's)", "channel": "channel (default: the envelope's)",
@@ -164,6 +174,7 @@ func listChannelsCommand() *Command {
 		Name:        "list_channels",
 		Description: "List a room's channels with member counts, created time and last activity.",
 		Params:      map[string]string{"room": "room (default: the envelope's)"},
+		Gathers:     true,
 		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {
 			var p channelParams
 			if e := decodeParams(r.Params, &p); e != nil {
@@ -179,11 +190,9 @@ func listChannelsCommand() *Command {
 			if !codec.ValidName(room) {
 				return nil, codec.Validation("payload.parameters.room", "room must match [a-z0-9][a-z0-9_.-]{0,63}")
 			}
-			list := []channelSummary{}
-			for _, ch := range d.Hub.Channels() {
-				if ch.Key.Room == room {
-					list = append(list, summarize(ch))
-				}
+			list := localChannels(d, room)
+			if d.Remote != nil {
+				list = mergeChannels(list, gather(d, ViewChannels, fanout.Key{Room: room}))
 			}
 			return marshal(struct {
 				Room     string           `json:"room"`
@@ -191,6 +200,52 @@ func listChannelsCommand() *Command {
 			}{room, list})
 		},
 	}
+}
+
+func localChannels(d *Deps, room string) []channelSummary {
+	list := []channelSummary{}
+	for _, ch := range d.Hub.Channels() {
+		if ch.Key.Room == room {
+			list = append(list, summarize(ch))
+		}
+	}
+	return list
+}
+
+// mergeChannels adds the other nodes' lists to this node's: members add up, and a channel is as old as
+// its oldest record and as active as its latest. Every node that has a channel's subscription counts
+// each of its events, so published is the largest count, not the sum.
+func mergeChannels(list []channelSummary, answers [][]byte) []channelSummary {
+	at := make(map[string]int, len(list))
+	for i, c := range list {
+		at[c.Channel] = i
+	}
+	for _, a := range answers {
+		var theirs []channelSummary
+		if sonic.ConfigDefault.Unmarshal(a, &theirs) != nil {
+			continue
+		}
+		for _, c := range theirs {
+			i, ok := at[c.Channel]
+			if !ok {
+				at[c.Channel] = len(list)
+				list = append(list, c)
+				continue
+			}
+			m := &list[i]
+			m.Members += c.Members
+			m.Published = max(m.Published, c.Published)
+			m.Bootstrap = m.Bootstrap || c.Bootstrap
+			if c.Created.Before(m.Created) {
+				m.Created = c.Created
+			}
+			if c.LastActivity.After(m.LastActivity) {
+				m.LastActivity = c.LastActivity
+			}
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Channel < list[j].Channel })
+	return list
 }
 
 func summarize(ch *fanout.Channel) channelSummary {
@@ -206,42 +261,95 @@ type MemberInfo interface {
 	ClientType() string
 }
 
+type memberView struct {
+	ClientID   string `json:"client_id"`
+	ClientType string `json:"client_type"`
+	Node       string `json:"node,omitempty"` // in a cluster: the node it is connected to
+}
+
+// channelView is one node's record of a channel.
+type channelView struct {
+	Room         string         `json:"room"`
+	Channel      string         `json:"channel"`
+	MemberCount  int            `json:"member_count"`
+	Members      []memberView   `json:"members"`
+	Published    uint64         `json:"published"`
+	Bootstrap    bool           `json:"bootstrap"`
+	Created      time.Time      `json:"created"`
+	LastActivity time.Time      `json:"last_activity"`
+	Handlers     map[string]int `json:"handlers"`
+	exists       bool
+}
+
+func localChannel(d *Deps, k fanout.Key) channelView {
+	v := channelView{Room: k.Room, Channel: k.Channel, Members: []memberView{}, Handlers: map[string]int{}}
+	ch := d.Hub.Channel(k)
+	if ch == nil {
+		return v
+	}
+	v.exists = true
+	ch.ForEachMember(func(conn *engine.Conn) {
+		if mi, ok := conn.Value.(MemberInfo); ok {
+			v.Members = append(v.Members, memberView{mi.ID(), mi.ClientType(), d.NodeID})
+		}
+	})
+	v.MemberCount = len(v.Members)
+	v.Published, v.Bootstrap = ch.Published(), ch.Bootstrap
+	v.Created, v.LastActivity = ch.Created.UTC(), ch.LastActivity().UTC()
+	v.Handlers = ch.Handlers()
+	return v
+}
+
+// clusterChannel is channel k as the whole cluster has it.
+func clusterChannel(d *Deps, k fanout.Key) channelView {
+	v := localChannel(d, k)
+	if d.Remote == nil {
+		return v
+	}
+	for _, a := range gather(d, ViewChannel, k) {
+		var theirs channelView
+		if sonic.ConfigDefault.Unmarshal(a, &theirs) != nil || theirs.Created.IsZero() {
+			continue // a node without the channel answers with no creation time
+		}
+		if !v.exists || theirs.Created.Before(v.Created) {
+			v.Created = theirs.Created
+		}
+		v.exists = true
+		v.Members = append(v.Members, theirs.Members...)
+		v.Published = max(v.Published, theirs.Published)
+		v.Bootstrap = v.Bootstrap || theirs.Bootstrap
+		if theirs.LastActivity.After(v.LastActivity) {
+			v.LastActivity = theirs.LastActivity
+		}
+		for name, n := range theirs.Handlers {
+			v.Handlers[name] += n
+		}
+	}
+	v.MemberCount = len(v.Members)
+	return v
+}
+
 func channelInfoCommand() *Command {
 	return &Command{
 		Name:        "channel_info",
 		Description: "A channel's members with their client types, its counters and its command handlers.",
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
+		Gathers:     true,
 		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {
 			k, e := requestTarget(r)
 			if e != nil {
 				return nil, e
 			}
-			ch := d.Hub.Channel(k)
-			if ch == nil {
+			v := clusterChannel(d, k)
+			if !v.exists {
 				return nil, codec.NotFound("channel " + k.String() + " does not exist")
 			}
-			type member struct {
-				ClientID   string `json:"client_id"`
-				ClientType string `json:"client_type"`
-			}
-			members := []member{}
-			ch.ForEachMember(func(conn *engine.Conn) {
-				if mi, ok := conn.Value.(MemberInfo); ok {
-					members = append(members, member{mi.ID(), mi.ClientType()})
+			if d.Remote == nil {
+				for i := range v.Members {
+					v.Members[i].Node = ""
 				}
-			})
-			return marshal(struct {
-				Room         string         `json:"room"`
-				Channel      string         `json:"channel"`
-				MemberCount  int            `json:"member_count"`
-				Members      []member       `json:"members"`
-				Published    uint64         `json:"published"`
-				Bootstrap    bool           `json:"bootstrap"`
-				Created      time.Time      `json:"created"`
-				LastActivity time.Time      `json:"last_activity"`
-				Handlers     map[string]int `json:"handlers"`
-			}{k.Room, k.Channel, len(members), members, ch.Published(), ch.Bootstrap,
-				ch.Created.UTC(), ch.LastActivity().UTC(), ch.Handlers()})
+			}
+			return marshal(v)
 		},
 	}
 }
@@ -278,15 +386,30 @@ func deleteChannelCommand() *Command {
 		Description: "Delete a channel that has no members (admin only; bootstrap channels are never deleted).",
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
 		AdminOnly:   true,
+		Gathers:     true,
 		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
 			k, e := requestTarget(r)
 			if e != nil {
 				return nil, e
 			}
+			if d.Remote != nil {
+				// Members on other nodes keep the channel; this node's own check is the hub's.
+				v := clusterChannel(d, k)
+				switch {
+				case !v.exists:
+					return nil, codec.NotFound("channel " + k.String() + " does not exist")
+				case v.Bootstrap:
+					return nil, codec.Conflict("channel " + k.String() + " is a bootstrap channel and cannot be deleted")
+				case v.MemberCount > 0:
+					return nil, codec.Conflict("channel " + k.String() + " has members")
+				}
+			}
 			switch err := d.Hub.Delete(k); err {
 			case nil:
 			case fanout.ErrChannelNotFound:
-				return nil, codec.NotFound("channel " + k.String() + " does not exist")
+				if d.Remote == nil {
+					return nil, codec.NotFound("channel " + k.String() + " does not exist")
+				}
 			case fanout.ErrBootstrap:
 				return nil, codec.Conflict("channel " + k.String() + " is a bootstrap channel and cannot be deleted")
 			default:
@@ -305,3 +428,36 @@ func deleteChannelCommand() *Command {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Kinds of LocalView, the parts of cluster-wide answers.
+const (
+	ViewChannels = "channels" // a room's channels (k.Room)
+	ViewChannel  = "channel"  // one channel: members, counters, handlers
+)
+
+// gatherTimeout bounds how long a cluster-wide answer waits for the other nodes.
+const gatherTimeout = time.Second
+
+func gather(d *Deps, kind string, k fanout.Key) [][]byte {
+	ctx, cancel := context.WithTimeout(context.Background(), gatherTimeout)
+	defer cancel()
+	return d.Remote.Gather(ctx, kind, k)
+}
+
+// LocalView is this node's part of a cluster-wide answer of kind about k, as JSON.
+func LocalView(d *Deps, kind string, k fanout.Key) []byte {
+	var v any
+	switch kind {
+	case ViewChannels:
+		v = localChannels(d, k.Room)
+	case ViewChannel:
+		v = localChannel(d, k)
+	default:
+		return []byte("null")
+	}
+	out, cerr := marshal(v)
+	if cerr != nil {
+		return []byte("null")
+	}
+	return out
+}

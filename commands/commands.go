@@ -6,6 +6,7 @@
 package commands
 
 import (
+	"context"
 	"strings"
 
 	"github.com/bytedance/sonic"
@@ -40,6 +41,17 @@ type Deps struct {
 	Events Events
 	// Replayer serves join_channel's since; may be nil (no history).
 	Replayer Replayer
+	// Remote reaches the other nodes of a cluster; nil on a standalone bus.
+	Remote Remote
+	// NodeID names this node in cluster-wide answers.
+	NodeID string
+}
+
+// Remote reaches the other nodes of a cluster.
+type Remote interface {
+	// Gather asks every other live node for its LocalView of kind and k, and returns the answers that
+	// arrived before ctx ended.
+	Gather(ctx context.Context, kind string, k fanout.Key) [][]byte
 }
 
 // Replayer sends a joining member the messages it missed.
@@ -83,7 +95,10 @@ type Command struct {
 	// Blocking commands run off the event loop: they may wait on a store,
 	// and must not touch the Caller.
 	Blocking bool
-	Run      func(d *Deps, c Caller, r *Request) (result []byte, err *codec.Error)
+	// Gathers: in a cluster (Deps.Remote set) the command asks the other
+	// nodes, so it is Blocking there.
+	Gathers bool
+	Run     func(d *Deps, c Caller, r *Request) (result []byte, err *codec.Error)
 }
 
 // Set is the built-ins by name.

@@ -75,6 +75,14 @@ func (c *Conn) Send(frame []byte) {
 	c.loop.post(delivery{frame: frame, one: c})
 }
 
+// Run runs fn on the connection's loop, in order with the frames sent to it,
+// from any goroutine: fn may then Write and read loop-only state. fn runs even
+// if the connection closed meanwhile (check Closed), but not once the server
+// is stopping.
+func (c *Conn) Run(fn func()) {
+	c.loop.post(delivery{one: c, run: fn})
+}
+
 // Close sends a close frame with code and reason and closes the connection,
 // from any goroutine.
 func (c *Conn) Close(code ws.StatusCode, reason string) {

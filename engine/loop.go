@@ -40,7 +40,8 @@ type delivery struct {
 
 	closeCode   ws.StatusCode // with one: close it instead of writing
 	closeReason string
-	posted      int64 // server clock when posted, when OnRouted is set
+	run         func() // with one: run this on the loop instead of writing
+	posted      int64  // server clock when posted, when OnRouted is set
 }
 
 func newLoop(srv *Server, el gnet.EventLoop) *Loop {
@@ -89,6 +90,11 @@ func (l *Loop) runDrain(context.Context) error {
 	for i := range batch {
 		d := &batch[i]
 		switch {
+		case d.run != nil:
+			func() {
+				defer l.srv.recoverLoop("run", d.one)
+				d.run()
+			}()
 		case d.one != nil && d.closeCode != 0:
 			d.one.closeWith(d.closeCode, d.closeReason)
 		case d.one != nil:
@@ -110,7 +116,7 @@ func (l *Loop) runDrain(context.Context) error {
 	if observe := l.srv.cfg.OnRouted; observe != nil {
 		now := l.srv.clock()
 		for i := range batch {
-			if batch[i].posted != 0 && batch[i].closeCode == 0 {
+			if batch[i].posted != 0 && batch[i].closeCode == 0 && batch[i].run == nil {
 				observe(time.Duration(now - batch[i].posted))
 			}
 		}

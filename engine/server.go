@@ -130,6 +130,7 @@ type Server struct {
 	eng      gnet.Engine
 	ready    chan struct{}
 	stopping atomic.Bool
+	refusing atomic.Bool // draining: new connections get 503
 
 	loopsMu sync.RWMutex
 	loops   map[gnet.EventLoop]*Loop
@@ -182,6 +183,11 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	return s.eng.Stop(ctx)
 }
+
+// StopAccepting makes the server answer new connections with HTTP 503 while
+// the open ones carry on: a draining node lets the load balancer move new
+// clients elsewhere.
+func (s *Server) StopAccepting() { s.refusing.Store(true) }
 
 // CloseAll sends every open connection the frame notice (when not nil), then
 // a close frame with code and reason. It returns once the closes are queued
@@ -242,6 +248,8 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
+var responseDraining = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 35\r\nConnection: close\r\n\r\nserver draining: connect elsewhere\n")
+
 var responseBusy = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 29\r\nConnection: close\r\n\r\nserver at its connection cap\n")
 
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
@@ -254,6 +262,11 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	gc.SetContext(c)
 	s.stats.accepted.Add(1)
+	if s.refusing.Load() {
+		s.stats.connections.Add(1) // OnClose takes it off again
+		c.closing = true
+		return responseDraining, gnet.Close
+	}
 	if n := s.stats.connections.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.stats.refused.Add(1)
 		c.closing = true

@@ -32,10 +32,11 @@ type Channel struct {
 	// mu orders publishes and serialises membership changes. A publish holds
 	// it while it posts to every loop, so members on different loops see the
 	// channel's messages in the same order.
-	mu       sync.Mutex
-	members  atomic.Pointer[memberSet]
-	handlers map[string]*handlerSet // command name -> members serving it, under mu
-	deleted  bool                   // removed from the hub, under mu: joins must look again
+	mu         sync.Mutex
+	members    atomic.Pointer[memberSet]
+	handlers   map[string]*handlerSet // command name -> members serving it, under mu
+	deleted    bool                   // removed from the hub, under mu: joins must look again
+	onHandlers func(*Channel)         // Options.OnHandlers
 
 	published    atomic.Uint64
 	lastActivity atomic.Int64 // unix nanos
@@ -149,14 +150,18 @@ func (ch *Channel) add(c *engine.Conn, f Filter, before func(*Channel)) (isNew, 
 // not a member.
 func (ch *Channel) remove(c *engine.Conn) bool {
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	old := ch.members.Load()
 	if !old.has(c) {
+		ch.mu.Unlock()
 		return false
 	}
 	ch.members.Store(old.without(c))
-	ch.dropHandler(c)
+	dropped := ch.dropHandler(c)
 	ch.touch()
+	ch.mu.Unlock()
+	if dropped && ch.onHandlers != nil {
+		ch.onHandlers(ch)
+	}
 	return true
 }
 
@@ -190,18 +195,19 @@ func (set *memberSet) without(c *engine.Conn) *memberSet {
 func (ch *Channel) touch() { ch.lastActivity.Store(time.Now().UnixNano()) }
 
 // Preparer makes a message's frame under the channel lock, so that what it
-// stamps on the message (a history position) follows delivery order.
+// stamps on the message (a history position) follows delivery order, and
+// names the member it must not go to (its sender, or nil).
 type Preparer interface {
-	Prepare(ch *Channel) (frame []byte)
+	Prepare(ch *Channel) (frame []byte, except *engine.Conn)
 }
 
 // Publish sends the frame p prepares to every member but except whose
 // filter, if it has one, matches attrs. attrs is consulted only when filtered
 // members exist. The frame is shared by all recipients and must not be
 // modified afterwards; a nil frame publishes nothing.
-func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) Published {
+func (ch *Channel) Publish(p Preparer, attrs Attrs) Published {
 	ch.mu.Lock()
-	frame := p.Prepare(ch)
+	frame, except := p.Prepare(ch)
 	if frame == nil {
 		ch.mu.Unlock()
 		return Published{}
@@ -220,6 +226,14 @@ func (ch *Channel) Publish(p Preparer, except *engine.Conn, attrs Attrs) Publish
 	ch.mu.Unlock()
 	ch.lastActivity.Store(time.Now().UnixNano())
 	return Published{handed: handed, set: set, except: except}
+}
+
+// Locked runs fn under the channel lock: what fn does is ordered with the
+// channel's publishes, joins and leaves.
+func (ch *Channel) Locked(fn func()) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	fn()
 }
 
 // Published says whom a publish reached. Counting the recipients exactly
@@ -244,11 +258,15 @@ func (p Published) Recipients() int {
 	return p.handed
 }
 
-// Frame is a Preparer for a frame made beforehand.
-type Frame []byte
+// Frame is a Preparer for a frame made beforehand, from Sender (nil for the
+// server's own messages).
+type Frame struct {
+	Data   []byte
+	Sender *engine.Conn
+}
 
 // Prepare returns the frame itself.
-func (f Frame) Prepare(*Channel) []byte { return f }
+func (f Frame) Prepare(*Channel) ([]byte, *engine.Conn) { return f.Data, f.Sender }
 
 // deliverFiltered hands each loop the filtered members that match, in one
 // delivery per loop.

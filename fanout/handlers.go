@@ -19,8 +19,13 @@ type handlerSet struct {
 // before). c must be a member.
 func (ch *Channel) SetHandles(c *engine.Conn, names []string) {
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	ch.dropHandler(c)
+	changed := ch.dropHandler(c) || len(names) > 0
+	defer func() {
+		ch.mu.Unlock()
+		if changed && ch.onHandlers != nil {
+			ch.onHandlers(ch)
+		}
+	}()
 	for _, name := range names {
 		if ch.handlers == nil {
 			ch.handlers = make(map[string]*handlerSet)
@@ -36,16 +41,20 @@ func (ch *Channel) SetHandles(c *engine.Conn, names []string) {
 	}
 }
 
-// dropHandler forgets c as a handler; ch.mu is held.
-func (ch *Channel) dropHandler(c *engine.Conn) {
+// dropHandler forgets c as a handler and reports whether it was one; ch.mu
+// is held.
+func (ch *Channel) dropHandler(c *engine.Conn) bool {
+	dropped := false
 	for name, hs := range ch.handlers {
 		if i := slices.Index(hs.conns, c); i >= 0 {
 			hs.conns = slices.Delete(hs.conns, i, i+1)
+			dropped = true
 			if len(hs.conns) == 0 {
 				delete(ch.handlers, name)
 			}
 		}
 	}
+	return dropped
 }
 
 // PickHandler returns the next live handler of name, round robin, or nil.
@@ -75,4 +84,33 @@ func (ch *Channel) Handlers() map[string]int {
 		out[name] = len(hs.conns)
 	}
 	return out
+}
+
+// HandlersOf returns the live members serving name, in registration order.
+func (ch *Channel) HandlersOf(name string) []*engine.Conn {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	hs := ch.handlers[name]
+	if hs == nil {
+		return nil
+	}
+	out := make([]*engine.Conn, 0, len(hs.conns))
+	for _, c := range hs.conns {
+		if !c.Closed() {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ForEachHandler calls fn for each command name and member serving it,
+// under the channel's lock: fn must not call back into the channel.
+func (ch *Channel) ForEachHandler(fn func(name string, c *engine.Conn)) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for name, hs := range ch.handlers {
+		for _, c := range hs.conns {
+			fn(name, c)
+		}
+	}
 }

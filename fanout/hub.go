@@ -28,6 +28,7 @@ type Hub struct {
 	seed       maphash.Seed
 	autoCreate bool
 	newState   func(Key) any
+	onHandlers func(*Channel)
 	chans      [shardCount]chanShard
 	clients    [shardCount]clientShard
 	nChans     atomic.Int64
@@ -52,11 +53,15 @@ type Options struct {
 	AutoCreate bool
 	// NewState, if set, makes each new channel's State.
 	NewState func(k Key) any
+	// OnHandlers, if set, hears that a channel's command handlers changed
+	// (a member registered, or a handler left). It runs after the change,
+	// outside the channel's lock, on the goroutine that made it.
+	OnHandlers func(ch *Channel)
 }
 
 // NewHub makes a hub holding the bootstrap channels.
 func NewHub(o Options) *Hub {
-	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate, newState: o.NewState}
+	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate, newState: o.NewState, onHandlers: o.OnHandlers}
 	for i := range h.chans {
 		h.chans[i].m = make(map[Key]*Channel)
 		h.clients[i].m = make(map[string]*engine.Conn)
@@ -95,6 +100,7 @@ func (h *Hub) Channel(k Key) *Channel {
 
 func (h *Hub) newChannel(k Key, bootstrap bool, created time.Time) *Channel {
 	ch := newChannel(k, bootstrap, created)
+	ch.onHandlers = h.onHandlers
 	if h.newState != nil {
 		ch.State = h.newState(k)
 	}
@@ -256,6 +262,19 @@ func (h *Hub) Client(id string) *engine.Conn {
 	c := sh.m[id]
 	sh.mu.RUnlock()
 	return c
+}
+
+// ForEachClient calls fn for each registered client id and its connection,
+// shard by shard (fn must not register or unregister).
+func (h *Hub) ForEachClient(fn func(id string, c *engine.Conn)) {
+	for i := range h.clients {
+		sh := &h.clients[i]
+		sh.mu.RLock()
+		for id, c := range sh.m {
+			fn(id, c)
+		}
+		sh.mu.RUnlock()
+	}
 }
 
 // ClientCount is the number of registered client ids.

@@ -372,6 +372,20 @@ func (s *Redis) Append(channel string, e Entry, done func(error)) {
 	}
 }
 
+// Remember adds e to the channel's memory ring only. In a cluster the publish script has already
+// written the entry to the stream; each node keeps its own copy for replays.
+func (s *Redis) Remember(channel string, e Entry) {
+	s.channels.getOrCreate(channel).ring.Append(e)
+}
+
+// DropRing empties the channel's memory ring: the stream lost entries this node never read, so
+// replays from before the next entry must not pass for complete.
+func (s *Redis) DropRing(channel string) {
+	if cs := s.channels.get(channel); cs != nil {
+		cs.ring.Drop()
+	}
+}
+
 // writer sends one shard's queue to Redis, in order, until Close.
 func (s *Redis) writer(sh *shard) {
 	defer s.writers.Done()

@@ -61,6 +61,18 @@ func (r *Ring) Append(e Entry) {
 	}
 }
 
+// Drop empties the ring and marks what it held as lost, as if it had been
+// overwritten: a replay from before the next entry is then incomplete.
+func (r *Ring) Drop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.count > 0 {
+		r.lost, r.hasLost = r.at(r.count-1).Position, true
+	}
+	clear(r.buf)
+	r.head, r.count = 0, 0
+}
+
 // at returns the i-th oldest entry; the caller holds r.mu.
 func (r *Ring) at(i int) *Entry { return &r.buf[(r.head+i)%len(r.buf)] }
 

@@ -246,7 +246,7 @@ func (e *Emitter) handle(it item) {
 			return appendFields(p, it.fields, e.log)
 		})
 	case kindForward:
-		e.wsCh.Publish(fanout.Frame(it.frame), nil, nil)
+		e.wsCh.Publish(fanout.Frame{Data: it.frame}, nil)
 		e.forwarded.Add(1)
 	case kindRelease:
 		e.flushAgent(it.agent, time.Now(), true)
@@ -291,9 +291,9 @@ func (e *Emitter) publish(k fanout.Key, eventType string, at time.Time, body fun
 	frame := engine.TextFrame(env) // exact size: shared by every recipient, never reused
 
 	if ch != nil {
-		ch.Publish(fanout.Frame(frame), nil, nil)
+		ch.Publish(fanout.Frame{Data: frame}, nil)
 	}
-	e.wsCh.Publish(fanout.Frame(frame), nil, nil)
+	e.wsCh.Publish(fanout.Frame{Data: frame}, nil)
 	return frame
 }
 

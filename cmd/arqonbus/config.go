@@ -52,7 +52,10 @@ type config struct {
 	Persist           string
 	PersistBuffer     int
 	RedisKeyPrefix    string
-	Cluster           bool
+	Cluster           string
+	DrainGrace        time.Duration
+	ClusterHeartbeat  time.Duration
+	ClusterNodeTTL    time.Duration
 	JWTSecret         string
 	AdminToken        string
 	AllowedOrigins    string
@@ -95,7 +98,10 @@ func (c *config) options() []option {
 		{"redis-url", "redis://127.0.0.1:6379", "Redis for storage=redis", redisURL(&c.RedisURL)},
 		{"persist", "async", "async: acks once routed; sync: an ack waits until Redis has the event", oneOf(&c.Persist, "async", "sync")},
 		{"redis-key-prefix", "arqonbus", "prefix of every Redis key (nodes sharing one Redis without clustering need their own)", keyPrefix(&c.RedisKeyPrefix)},
-		{"cluster", "false", "join the other nodes on the same Redis as one bus (not in this build: true is refused)", noCluster(&c.Cluster)},
+		{"cluster", "auto", "form one bus with the other nodes on the same Redis and key prefix: auto (with storage=redis), true or false", oneOf(&c.Cluster, "auto", "true", "false")},
+		{"cluster-heartbeat", "500ms", "how often a node tells the others (through Redis) that it is alive", duration(&c.ClusterHeartbeat)},
+		{"cluster-node-ttl", "2s", "a node silent this long is dead: its client ids are free, commands waiting on it fail", duration(&c.ClusterNodeTTL)},
+		{"drain-grace", "0s", "on SIGTERM, how long /ready says 503 while the node keeps serving, before it closes its clients (give a load balancer time to notice)", nonNegativeDuration(&c.DrainGrace)},
 		{"persist-buffer", "100000", "writes kept in memory while Redis is unreachable (oldest dropped beyond)", intRange(&c.PersistBuffer, 1, 1<<26)},
 		{"jwt-secret", "", "HS256 secret: when set, every connection needs a valid JWT (token= or Authorization: Bearer)", str(&c.JWTSecret)},
 		{"admin-token", "", "without JWT, connecting with admin_token=<this> grants admin", str(&c.AdminToken)},
@@ -140,16 +146,24 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	source := map[string]string{} // option -> where its value came from, for errors
 	for _, o := range opts {
-		v, source := *values[o.name], "--"+o.name
+		v, src := *values[o.name], "--"+o.name
 		if !set[o.name] {
 			if ev, ok := lookup(getenv, o.env()); ok {
-				v, source = ev, o.env()
+				v, src = ev, o.env()
 			}
 		}
+		source[o.name] = fmt.Sprintf("%s=%q", src, v)
 		if err := o.parse(v); err != nil {
-			return nil, fmt.Errorf("invalid %s=%q: %v", source, v, err)
+			return nil, fmt.Errorf("invalid %s: %v", source[o.name], err)
 		}
+	}
+	if c.ClusterNodeTTL < 2*c.ClusterHeartbeat {
+		return nil, fmt.Errorf("invalid %s: must be at least twice the heartbeat (%s)", source["cluster-node-ttl"], source["cluster-heartbeat"])
+	}
+	if c.Cluster == "true" && c.Storage != "redis" {
+		return nil, fmt.Errorf("invalid %s: nodes form one bus through Redis, and storage is %s (set it to redis)", source["cluster"], c.Storage)
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = defaultMaxConnections()
@@ -220,20 +234,6 @@ func keyPrefix(p *string) func(string) error {
 	}
 }
 
-// noCluster refuses clustering until it exists, rather than running
-// several nodes as if they were one bus when they are not.
-func noCluster(p *bool) func(string) error {
-	return func(v string) error {
-		if err := boolean(p)(v); err != nil {
-			return err
-		}
-		if *p {
-			return errors.New("clustering is not available in this build; run one node, or give each node its own --redis-key-prefix")
-		}
-		return nil
-	}
-}
-
 func float(p *float64) func(string) error {
 	return func(v string) error {
 		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -261,6 +261,17 @@ func duration(p *time.Duration) func(string) error {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d <= 0 {
 			return errors.New("not a positive duration such as 500ms or 10s")
+		}
+		*p = d
+		return nil
+	}
+}
+
+func nonNegativeDuration(p *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return errors.New("not a duration such as 0s, 500ms or 10s")
 		}
 		*p = d
 		return nil
@@ -296,4 +307,9 @@ func hostname() string {
 		return "arqonbus"
 	}
 	return h
+}
+
+// clustered reports whether this node forms one bus with the others on its Redis.
+func (c *config) clustered() bool {
+	return c.Cluster == "true" || (c.Cluster == "auto" && c.Storage == "redis")
 }

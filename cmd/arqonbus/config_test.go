@@ -37,7 +37,9 @@ func TestConfigBadValueNamesTheOption(t *testing.T) {
 		{nil, map[string]string{"ARQONBUS_PING_INTERVAL": "soon"}, "ARQONBUS_PING_INTERVAL"},
 		{nil, map[string]string{"ARQONBUS_REPLACE_DUPLICATE": "maybe"}, "ARQONBUS_REPLACE_DUPLICATE"},
 		{nil, map[string]string{"ARQONBUS_LOG_LEVEL": "loud"}, "ARQONBUS_LOG_LEVEL"},
-		{nil, map[string]string{"ARQONBUS_CLUSTER": "true"}, "ARQONBUS_CLUSTER"},
+		{nil, map[string]string{"ARQONBUS_CLUSTER": "maybe"}, "ARQONBUS_CLUSTER"},
+		{nil, map[string]string{"ARQONBUS_CLUSTER": "true"}, "ARQONBUS_CLUSTER"}, // needs storage=redis
+		{[]string{"--cluster-node-ttl", "500ms"}, nil, "--cluster-node-ttl"},
 		{nil, map[string]string{"ARQONBUS_REDIS_URL": "http://x"}, "ARQONBUS_REDIS_URL"},
 		{nil, map[string]string{"ARQONBUS_STORAGE": "disk"}, "ARQONBUS_STORAGE"},
 	}

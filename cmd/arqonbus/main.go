@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/bus"
+	"github.com/arqonbus/arqonbus/cluster"
 	"github.com/arqonbus/arqonbus/codec"
 	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
@@ -70,6 +71,7 @@ type node struct {
 	clients   *engine.Server
 	telSrv    *engine.Server
 	tel       *telemetry.Emitter
+	peers     *cluster.Node // with storage=redis: the registry entry, and in a cluster the way to the other nodes
 	http      *ops.Server
 	started   time.Time
 	ready     atomic.Bool
@@ -99,7 +101,8 @@ func run(cfg *config) error {
 	if err := n.openStore(ctx); err != nil {
 		return err
 	}
-	n.hub = fanout.NewHub(fanout.Options{Bootstrap: bootstrap, AutoCreate: cfg.AutoCreate, NewState: bus.NewChannelState})
+	n.hub = fanout.NewHub(fanout.Options{Bootstrap: bootstrap, AutoCreate: cfg.AutoCreate, NewState: bus.NewChannelState,
+		OnHandlers: func(ch *fanout.Channel) { n.bus.HandlersChanged(ch) }})
 	n.restoreChannels(ctx)
 
 	n.tel = telemetry.New(telemetry.Options{
@@ -126,8 +129,13 @@ func run(cfg *config) error {
 		Store:              n.store,
 		SyncAcks:           cfg.Persist == "sync",
 		Telemetry:          n.tel,
+		Clustered:          cfg.clustered(),
 		Logger:             n.log,
 	}, n.hub)
+	if err := n.joinPeers(ctx); err != nil {
+		_ = n.store.Close(ctx)
+		return err
+	}
 
 	n.http = ops.New(ops.Options{
 		Addr:   net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)),
@@ -188,9 +196,13 @@ func run(cfg *config) error {
 	}
 	n.ready.Store(true)
 	h := n.store.Health()
+	mode := "standalone"
+	if cfg.clustered() {
+		mode = "cluster"
+	}
 	n.log.Info("arqonbus listening", "addr", "ws://"+addr, "telemetry", "ws://"+telAddr,
 		"http", "http://"+net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)), "node_id", cfg.NodeID,
-		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status)
+		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status, "mode", mode)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -208,12 +220,20 @@ func run(cfg *config) error {
 	return err
 }
 
-// shutdown drains: /ready turns 503, clients get a system notice and close
-// 1001, the engines stop, and the store flushes, all within the deadline.
+// shutdown drains: /ready turns 503 while the node keeps serving for the
+// drain grace (a load balancer stops sending it new clients), then it stops
+// accepting, clients get a system notice and close 1001 (reconnect: in a
+// cluster, to another node), the engines stop, the node leaves the cluster
+// and the store flushes, all within the deadline after the grace.
 func (n *node) shutdown() error {
+	n.draining.Store(true)
+	if g := n.cfg.DrainGrace; g > 0 {
+		n.log.Info("draining: /ready says 503; serving on", "grace", g)
+		time.Sleep(g)
+	}
 	sctx, scancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer scancel()
-	n.draining.Store(true)
+	n.clients.StopAccepting()
 	n.clients.CloseAll(n.bus.ShutdownNotice(), engine.CloseGoingAway, "server shutting down")
 	n.telSrv.CloseAll(nil, engine.CloseGoingAway, "server shutting down")
 	time.Sleep(100 * time.Millisecond) // let the close frames leave before the loops stop
@@ -241,6 +261,12 @@ func (n *node) shutdown() error {
 			errs = append(errs, err)
 		}
 	}
+	n.bus.CloseCluster()
+	if n.peers != nil {
+		if err := n.peers.Close(sctx); err != nil {
+			n.log.Warn("leaving the cluster", "err", err)
+		}
+	}
 	if err := n.store.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("flushing storage: %w", err))
 	}
@@ -249,6 +275,42 @@ func (n *node) shutdown() error {
 		n.log.Info("stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// joinPeers registers the node in Redis (storage=redis): in a cluster it joins
+// the other nodes as one bus; standalone, it makes sure no other node uses the
+// same key prefix. A node that may not start next to the live ones is refused
+// here. Once started, it waits (a little) for events to cross nodes before
+// the node serves.
+func (n *node) joinPeers(ctx context.Context) error {
+	if n.cfg.Storage != "redis" {
+		return nil
+	}
+	clustered := n.cfg.clustered()
+	opts := cluster.Options{
+		URL: n.cfg.RedisURL, KeyPrefix: n.cfg.RedisKeyPrefix, NodeID: n.cfg.NodeID, HistorySize: n.cfg.HistorySize,
+		Standalone: !clustered, Heartbeat: n.cfg.ClusterHeartbeat, NodeTTL: n.cfg.ClusterNodeTTL, Logger: n.log,
+		State: n.bus.ClusterState,
+	}
+	if clustered {
+		opts.Handler = n.bus.ClusterHandler()
+	}
+	peers, err := cluster.New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	n.peers = peers
+	if clustered {
+		n.bus.JoinCluster(peers)
+	}
+	peers.Start()
+	if clustered && peers.Up() {
+		deadline := time.Now().Add(3 * time.Second)
+		for !n.bus.Clustered() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // openStore opens the history store. Redis unreachable at start is not
