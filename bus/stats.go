@@ -113,6 +113,55 @@ type statusResult struct {
 	Goroutines      int               `json:"goroutines"`
 	Commands        statusCommands    `json:"commands"`
 	Limits          statusLimits      `json:"limits"`
+	// In a cluster: every live node, and what crossed nodes from this one.
+	Nodes   []NodeStatus   `json:"nodes,omitempty"`
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// NodeStatus is one live node of a cluster.
+type NodeStatus struct {
+	NodeID  string    `json:"node_id"`
+	Clients int       `json:"clients"`
+	Started time.Time `json:"started"`
+	Self    bool      `json:"self,omitempty"`
+}
+
+// ClusterStatus is this node's part in a cluster.
+type ClusterStatus struct {
+	Reachable       bool   `json:"reachable"` // events cross nodes now
+	EventsPublished uint64 `json:"events_published"`
+	EventsReceived  uint64 `json:"events_received"`
+	LocalOnly       uint64 `json:"events_local_only"` // routed on this node only: Redis was unreachable
+	Uncertain       uint64 `json:"events_uncertain"`  // the way through Redis failed midway: routed here only
+	Refused         uint64 `json:"events_refused"`
+	Gaps            uint64 `json:"gaps"`
+	RemoteSends     uint64 `json:"remote_sends"`
+	RemoteFailures  uint64 `json:"remote_failures"`
+}
+
+// Cluster returns the live nodes (this one marked Self, with its current client count) and this node's
+// cluster counters; nil, nil for a standalone bus.
+func (b *Bus) Cluster() ([]NodeStatus, *ClusterStatus) {
+	m := b.mesh
+	if m == nil || m.node == nil {
+		return nil, nil
+	}
+	self := m.node.Instance()
+	var nodes []NodeStatus
+	for _, in := range m.node.Nodes() {
+		ns := NodeStatus{NodeID: in.NodeID, Clients: in.Clients, Started: in.Started.UTC()}
+		if in.Instance == self {
+			ns.Clients, ns.Self = b.hub.ClientCount(), true
+		}
+		nodes = append(nodes, ns)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].NodeID < nodes[j].NodeID })
+	st := &m.stats
+	return nodes, &ClusterStatus{
+		Reachable: m.clustered.Load(), EventsPublished: st.published.Load(), EventsReceived: st.received.Load(),
+		LocalOnly: st.localOnly.Load(), Uncertain: st.uncertain.Load(), Refused: st.refused.Load(),
+		Gaps: st.gaps.Load(), RemoteSends: st.remoteSends.Load(), RemoteFailures: st.remoteFails.Load(),
+	}
 }
 
 type statusCommands struct {
@@ -198,6 +247,12 @@ func (b *Bus) status() any {
 	r.Limits.RateLimited = b.stats.rateLimited.Load()
 	r.Limits.ViolationCloses = b.stats.violationCloses.Load()
 	r.Limits.AuthRefused = b.stats.authRefused.Load()
+	if r.Nodes, r.Cluster = b.Cluster(); r.Nodes != nil {
+		r.ClientsTotal = 0
+		for _, n := range r.Nodes {
+			r.ClientsTotal += n.Clients
+		}
+	}
 	return r
 }
 

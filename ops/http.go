@@ -109,9 +109,15 @@ type healthStorage struct {
 }
 
 type healthChecks struct {
-	EventLoops string        `json:"event_loops"`
-	Storage    healthStorage `json:"storage"`
-	Draining   bool          `json:"draining"`
+	EventLoops string         `json:"event_loops"`
+	Storage    healthStorage  `json:"storage"`
+	Cluster    *healthCluster `json:"cluster,omitempty"`
+	Draining   bool           `json:"draining"`
+}
+
+type healthCluster struct {
+	Status string `json:"status"` // "ok", or "degraded" while events cannot cross nodes
+	Nodes  int    `json:"nodes"`
 }
 
 type healthBody struct {
@@ -145,6 +151,12 @@ func healthOf(s Snapshot, now time.Time) (int, healthBody) {
 	if !s.LoopsAlive {
 		b.Checks.EventLoops = "failing"
 	}
+	if c := s.Cluster; c != nil {
+		b.Checks.Cluster = &healthCluster{Status: StorageOK, Nodes: len(c.Nodes)}
+		if !c.Reachable {
+			b.Checks.Cluster.Status = HealthDegraded
+		}
+	}
 	switch {
 	case s.Draining:
 		b.Status = HealthShuttingDown
@@ -152,7 +164,7 @@ func healthOf(s Snapshot, now time.Time) (int, healthBody) {
 	case !s.LoopsAlive:
 		b.Status = HealthFailing
 		return http.StatusServiceUnavailable, b
-	case s.Storage.Degraded():
+	case s.Storage.Degraded(), s.Cluster != nil && !s.Cluster.Reachable:
 		b.Status = HealthDegraded
 	}
 	return http.StatusOK, b
@@ -171,12 +183,15 @@ type readyBody struct {
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	snap := s.opts.Source.Snapshot()
 	switch {
-	case snap.Ready && !snap.Draining:
-		writeJSON(w, http.StatusOK, readyBody{Ready: true})
 	case snap.Draining:
 		writeJSON(w, http.StatusServiceUnavailable, readyBody{Reason: "draining"})
-	default:
+	case !snap.Ready:
 		writeJSON(w, http.StatusServiceUnavailable, readyBody{Reason: "starting"})
+	case !snap.LoopsAlive:
+		// A load balancer checking /ready must stop sending clients to a node whose loops are stuck.
+		writeJSON(w, http.StatusServiceUnavailable, readyBody{Reason: "event loops unresponsive"})
+	default:
+		writeJSON(w, http.StatusOK, readyBody{Ready: true})
 	}
 }
 

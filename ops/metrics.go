@@ -45,6 +45,7 @@ type busCollector struct {
 	commands, commandErrors, storageWrites, storageErrors, storageDegraded    *prometheus.Desc
 	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive *prometheus.Desc
 	limitRefusals                                                             *prometheus.Desc
+	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote *prometheus.Desc
 }
 
 func newBusCollector(src Source) *busCollector {
@@ -75,6 +76,12 @@ func newBusCollector(src Source) *busCollector {
 		telemetryDropped: desc("arqonbus_telemetry_dropped_total", "Telemetry events dropped because consumers lagged."),
 		slowConsumers:    desc("arqonbus_slow_consumers_total", "Connections closed because their outbound buffer overflowed."),
 		limitRefusals:    desc("arqonbus_limit_refusals_total", "Requests refused by a limit, by limit.", "limit"),
+		clusterNodes:     desc("arqonbus_cluster_nodes", "Live nodes of the cluster, as this node sees them (clustered nodes only)."),
+		clusterReachable: desc("arqonbus_cluster_reachable", "1 while events cross nodes, 0 while Redis is unreachable (clustered nodes only)."),
+		clusterEvents: desc("arqonbus_cluster_events_total", "Events by way: published through Redis, received from it, "+
+			"local_only (Redis unreachable) and uncertain (its way failed midway), both routed on this node only.", "way"),
+		clusterGaps:   desc("arqonbus_cluster_gaps_total", "Catch-ups that found history trimmed before this node read it."),
+		clusterRemote: desc("arqonbus_cluster_remote_sends_total", "Private messages, commands and answers sent to other nodes, by outcome.", "outcome"),
 	}
 }
 
@@ -84,6 +91,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
 		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.limitRefusals,
+		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote,
 	} {
 		ch <- d
 	}
@@ -139,6 +147,17 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.slowConsumers, s.SlowConsumers)
 	for _, l := range Limits {
 		counter(c.limitRefusals, s.LimitRefusals[l], l)
+	}
+	if cl := s.Cluster; cl != nil {
+		gauge(c.clusterNodes, float64(len(cl.Nodes)))
+		gauge(c.clusterReachable, b2f(cl.Reachable))
+		counter(c.clusterEvents, cl.EventsPublished, "published")
+		counter(c.clusterEvents, cl.EventsReceived, "received")
+		counter(c.clusterEvents, cl.LocalOnly, "local_only")
+		counter(c.clusterEvents, cl.Uncertain, "uncertain")
+		counter(c.clusterGaps, cl.Gaps)
+		counter(c.clusterRemote, cl.RemoteSends-min(cl.RemoteFailures, cl.RemoteSends), "sent")
+		counter(c.clusterRemote, cl.RemoteFailures, "failed")
 	}
 }
 

@@ -79,6 +79,33 @@ type Snapshot struct {
 	SlowConsumers     uint64 `json:"slow_consumers"`
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`
+
+	// Cluster is this node's part in a cluster; nil for a standalone bus.
+	Cluster *ClusterState `json:"cluster,omitempty"`
+}
+
+// ClusterState is a clustered node's view: the live nodes, and what crossed nodes from here.
+type ClusterState struct {
+	Reachable bool          `json:"reachable"` // events cross nodes now (Redis reachable)
+	Nodes     []ClusterNode `json:"nodes"`
+	// Events this node published through Redis and received from it; routed on this node only
+	// because Redis was unreachable (LocalOnly) or failed midway (Uncertain); catch-ups that found
+	// history trimmed (Gaps); messages to other nodes and those that found no one.
+	EventsPublished uint64 `json:"events_published"`
+	EventsReceived  uint64 `json:"events_received"`
+	LocalOnly       uint64 `json:"events_local_only"`
+	Uncertain       uint64 `json:"events_uncertain"`
+	Gaps            uint64 `json:"gaps"`
+	RemoteSends     uint64 `json:"remote_sends"`
+	RemoteFailures  uint64 `json:"remote_failures"`
+}
+
+// ClusterNode is one live node.
+type ClusterNode struct {
+	NodeID  string    `json:"node_id"`
+	Clients int       `json:"clients"`
+	Started time.Time `json:"started"`
+	Self    bool      `json:"self,omitempty"`
 }
 
 // Options configure a Server.

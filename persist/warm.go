@@ -24,26 +24,42 @@ const warmBatch = 64
 // Warm scans for the channel streams and loads the newest HistorySize
 // entries of each into its ring, so that after a restart replays (which
 // read only the rings, under the channel lock) see what was published before
-// it, and each channel's clock can be seeded above its stream's top. In
-// Redis Cluster the scan covers the node the client picks, not every shard.
+// it, and each channel's clock can be seeded above its stream's top. On Redis
+// Cluster every node is scanned (a scan covers one node's keys); a stream
+// found twice (a replica) is loaded once.
 func (s *Redis) Warm(ctx context.Context) ([]string, error) {
 	c := s.getClient()
 	if c == nil || s.degraded.Load() {
 		return nil, fmt.Errorf("persist: warm: %w", ErrUnavailable)
 	}
+	var channels []string
+	seen := map[string]bool{}
+	for addr, node := range c.Nodes() {
+		found, err := s.warmNode(ctx, c, node, seen)
+		channels = append(channels, found...)
+		if err != nil {
+			return channels, fmt.Errorf("persist: warm from %s: %w", addr, err)
+		}
+	}
+	return channels, nil
+}
+
+// warmNode loads the streams one node holds (skipping those in seen).
+func (s *Redis) warmNode(ctx context.Context, c, node rueidis.Client, seen map[string]bool) ([]string, error) {
 	prefix := s.o.KeyPrefix + ":{"
 	const suffix = "}:stream"
 	var channels []string
 	var cursor uint64
 	for {
-		res, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match(prefix+"*"+suffix).Count(1000).Type("stream").Build()).AsScanEntry()
+		res, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(prefix+"*"+suffix).Count(1000).Type("stream").Build()).AsScanEntry()
 		if err != nil {
-			return channels, fmt.Errorf("persist: warm: scan: %w", err)
+			return channels, fmt.Errorf("scan: %w", err)
 		}
 		var keys, names []string
 		for _, k := range res.Elements {
 			if name, ok := strings.CutPrefix(k, prefix); ok {
-				if name, ok = strings.CutSuffix(name, suffix); ok && name != "" {
+				if name, ok = strings.CutSuffix(name, suffix); ok && name != "" && !seen[name] {
+					seen[name] = true
 					keys, names = append(keys, k), append(names, name)
 				}
 			}

@@ -423,7 +423,25 @@ func (n *node) Snapshot() ops.Snapshot {
 		LimitRefusals: map[string]uint64{
 			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
 		},
+		Cluster: n.clusterState(),
 	}
+}
+
+// clusterState is the cluster part of the snapshot; nil when standalone.
+func (n *node) clusterState() *ops.ClusterState {
+	nodes, st := n.bus.Cluster()
+	if st == nil {
+		return nil
+	}
+	cs := &ops.ClusterState{
+		Reachable: st.Reachable, EventsPublished: st.EventsPublished, EventsReceived: st.EventsReceived,
+		LocalOnly: st.LocalOnly, Uncertain: st.Uncertain, Gaps: st.Gaps, RemoteSends: st.RemoteSends,
+		RemoteFailures: st.RemoteFailures, Nodes: []ops.ClusterNode{},
+	}
+	for _, nd := range nodes {
+		cs.Nodes = append(cs.Nodes, ops.ClusterNode{NodeID: nd.NodeID, Clients: nd.Clients, Started: nd.Started, Self: nd.Self})
+	}
+	return cs
 }
 
 // telemetrySnapshot is the payload of the periodic metrics_snapshot event.

@@ -98,6 +98,32 @@
     if (st.last_error && status !== "ok") { e.hidden = false; e.textContent = st.last_error; }
     else e.hidden = true;
   }
+  // ---------- cluster ----------
+  function renderCluster(c) {
+    var card = $("cluster-card");
+    if (!c) { card.hidden = true; return; }
+    card.hidden = false;
+    var status = c.reachable ? "ok" : "degraded";
+    $("cluster-status").setAttribute("data-state", status);
+    setText("cluster-status", c.reachable ? (c.nodes || []).length + " nodes" : "on its own");
+    var body = $("cluster-nodes");
+    while (body.firstChild) body.removeChild(body.firstChild);
+    (c.nodes || []).forEach(function (nd) {
+      var tr = document.createElement("tr");
+      if (nd.self) tr.className = "self";
+      [nd.node_id + (nd.self ? " (this node)" : ""), n(nd.clients), nd.started ? new Date(nd.started).toLocaleTimeString() : "—"]
+        .forEach(function (v, i) {
+          var td = document.createElement("td");
+          if (i === 1) td.className = "num";
+          td.textContent = v;
+          tr.appendChild(td);
+        });
+      body.appendChild(tr);
+    });
+    setText("cluster-published", n(c.events_published));
+    setText("cluster-received", n(c.events_received));
+    setText("cluster-local-only", n(c.events_local_only));
+  }
   function renderHealth(status) {
     var h = $("health");
     h.setAttribute("data-state", status || "unknown");
@@ -383,6 +409,7 @@
     setText("storage-errors", n(s.storage_errors));
     setText("tel-dropped", n(s.telemetry_dropped));
     renderStorage(s.storage);
+    renderCluster(s.cluster);
     // Chart from polling only while the live stream gives no snapshots.
     if (Date.now() - state.lastTelemetrySnapshot > 10000) {
       var ts = Date.parse(s.server_time);
