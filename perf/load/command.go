@@ -253,6 +253,7 @@ func (r *runner) command(ctx context.Context) (Result, error) {
 	windowStart := start.Add(cfg.Warmup)
 	end := windowStart.Add(cfg.Duration)
 	watch := startStorageWatch(ctx, cfg.MetricsURL, windowStart, end)
+	cpu := startCPUWatch(ctx, cfg.ServerPIDs, cfg.RedisPID, windowStart, end)
 
 	var readers sync.WaitGroup
 	for i, h := range handlers {
@@ -321,6 +322,7 @@ func (r *runner) command(ctx context.Context) (Result, error) {
 	}
 	res.Expected = expected
 	res.Lost = expected - res.Delivered - refused // neither answered nor refused within the drain
+	cpu.finish(&res, res.Delivered, res.Sent)
 	res.SentPerSec = float64(res.Sent) / cfg.Duration.Seconds()
 	res.DeliveredPerSec = float64(res.Delivered) / cfg.Duration.Seconds()
 	h := hists.merged()

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -40,6 +42,12 @@ type Config struct {
 	Addr     string // host:port of the server's client WebSocket
 	Scenario string // fanout, channels, command or idle
 
+	// SubAddrs are the addresses subscribers (and idle connections) connect to, round robin:
+	// subscriber i goes to SubAddrs[i%len(SubAddrs)]. Publishers, handlers and requesters always
+	// use Addr. Empty means just Addr. With several nodes forming one bus, this spreads the
+	// subscribers over the nodes while every event enters at one.
+	SubAddrs []string
+
 	Subs     int     // fanout: subscribers on the channel; channels: subscribers per channel (K)
 	Pubs     int     // fanout: publishers; channels: publishers per channel
 	Channels int     // channels: number of channels; idle: channels the connections spread over
@@ -54,7 +62,14 @@ type Config struct {
 	Drain    time.Duration // longest wait after publishing stops for the last deliveries
 	Hold     time.Duration // idle: how long connections are held (RSS is read at its end)
 
-	ServerPID int // idle: the server's pid, for /proc/<pid>/status VmRSS (0: no RSS)
+	// ServerPIDs are the server processes whose CPU time (/proc/<pid>/stat) is read at the start
+	// and end of the measured window; idle runs also read their resident memory (VmRSS, summed).
+	// ServerPID, when set, counts as one of them (Normalize puts it first).
+	ServerPIDs []int
+	ServerPID  int // one server pid (the older flag); 0: none
+	// RedisPID is the Redis server's pid: its CPU in the window is reported on its own, not in
+	// the servers' sum (0: none).
+	RedisPID int
 
 	// SrcIPs are the local addresses connections are bound to, round robin. Empty lets the
 	// kernel choose, which is best on one address: connect() then shares ephemeral ports
@@ -82,6 +97,26 @@ func (c Config) Normalize() (Config, error) {
 	if c.Room == "" {
 		c.Room = "perf"
 	}
+	if len(c.SubAddrs) == 0 {
+		c.SubAddrs = []string{c.Addr}
+	} else {
+		c.SubAddrs = slices.Clone(c.SubAddrs)
+	}
+	for _, a := range c.SubAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return c, fmt.Errorf("bad subscriber address %q: want host:port", a)
+		}
+	}
+	if c.ServerPID < 0 || c.RedisPID < 0 || slices.ContainsFunc(c.ServerPIDs, func(p int) bool { return p < 0 }) {
+		return c, errors.New("pids must not be negative")
+	}
+	pids := make([]int, 0, len(c.ServerPIDs)+1)
+	for _, p := range append([]int{c.ServerPID}, c.ServerPIDs...) {
+		if p > 0 && !slices.Contains(pids, p) {
+			pids = append(pids, p)
+		}
+	}
+	c.ServerPIDs = pids
 	if c.Warmup < 0 || c.Duration < 0 || c.Drain < 0 || c.Hold < 0 {
 		return c, errors.New("durations must not be negative")
 	}
@@ -231,6 +266,48 @@ func ParseSrcIPs(s string) ([]net.IP, error) {
 		ips = append(ips, ip.To4())
 	}
 	return ips, nil
+}
+
+// ParseAddrs parses a comma-separated list of host:port addresses ("" gives nil).
+func ParseAddrs(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var addrs []string
+	for _, part := range strings.Split(s, ",") {
+		a := strings.TrimSpace(part)
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return nil, fmt.Errorf("bad address %q: want host:port", part)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs, nil
+}
+
+// ParsePIDs parses a comma-separated list of process ids ("" gives nil).
+func ParsePIDs(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var pids []int
+	for _, part := range strings.Split(s, ",") {
+		p, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || p <= 0 {
+			return nil, fmt.Errorf("bad pid %q: want a positive number", part)
+		}
+		pids = append(pids, p)
+	}
+	return pids, nil
+}
+
+// subAddr is the address subscriber i connects to.
+func (c Config) subAddr(i int) string {
+	if len(c.SubAddrs) == 0 {
+		return c.Addr
+	}
+	return c.SubAddrs[i%len(c.SubAddrs)]
 }
 
 func orDefault(v, def int) int {

@@ -47,13 +47,13 @@ type conn struct {
 
 // dialer opens client connections, spreading them over source addresses.
 type dialer struct {
-	addr    string
 	srcIPs  []net.IP
 	timeout time.Duration
 	next    atomic.Uint64 // round-robin position in srcIPs
 }
 
-func (d *dialer) dial(ctx context.Context, id string, readBuf int) (*conn, error) {
+// dial connects to the server at addr (host:port) as client id.
+func (d *dialer) dial(ctx context.Context, addr, id string, readBuf int) (*conn, error) {
 	nd := net.Dialer{Timeout: d.timeout}
 	if len(d.srcIPs) > 0 {
 		ip := d.srcIPs[(d.next.Add(1)-1)%uint64(len(d.srcIPs))]
@@ -66,7 +66,7 @@ func (d *dialer) dial(ctx context.Context, id string, readBuf int) (*conn, error
 			return nd.DialContext(ctx, network, addr)
 		},
 	}
-	u := "ws://" + d.addr + "/?client_id=" + url.QueryEscape(id) + "&client_type=service"
+	u := "ws://" + addr + "/?client_id=" + url.QueryEscape(id) + "&client_type=service"
 	nc, br, _, err := wd.Dial(ctx, u)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", u, err)

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +32,7 @@ type fakeBus struct {
 	loseEvery    int // forward every n-th service command nowhere, and never answer it (0: never)
 
 	mu         sync.Mutex
+	arrivals   map[string]string             // client id -> the address it connected to
 	members    map[string]map[*fakeConn]bool // room:channel -> members
 	handlers   map[string][]*fakeConn        // room:channel -> members serving bench_echo
 	pending    map[string]*fakeConn          // command id -> requester
@@ -50,9 +54,17 @@ func (fc *fakeConn) send(msg []byte) {
 
 func startFakeBus(t *testing.T, fb *fakeBus) string {
 	t.Helper()
+	fb.arrivals = map[string]string{}
 	fb.members = map[string]map[*fakeConn]bool{}
 	fb.handlers = map[string][]*fakeConn{}
 	fb.pending = map[string]*fakeConn{}
+	return fb.listen(t)
+}
+
+// listen gives the fake bus one more address, like another node of the same bus: members joined
+// through any address hear events published through any other.
+func (fb *fakeBus) listen(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +83,11 @@ func (fb *fakeBus) serve(w http.ResponseWriter, r *http.Request) {
 	defer nc.Close()
 	fc := &fakeConn{nc: nc}
 	id := r.URL.Query().Get("client_id")
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		fb.mu.Lock()
+		fb.arrivals[id] = la.String()
+		fb.mu.Unlock()
+	}
 	fc.send([]byte(`{"version":"1.0","id":"arq_welcome","type":"system","room":"*","channel":"welcome","from":"arqonbus_server","timestamp":"2025-01-01T00:00:00.000Z","payload":{"client_id":"` + id + `"}}`))
 	var joined []string
 	defer func() {
@@ -520,8 +537,16 @@ arqonbus_storage_degraded 0
 arqonbus_errors_total{code="TIMEOUT"} 3
 `
 	m, err := parseMetrics(strings.NewReader(text), storageMetrics...)
-	if err != nil || m[metricStorageWrites] != 12345 || m[metricPersistDepth] != 17 {
+	if err != nil || m[metricStorageWrites] != 12345 || m[metricPersistDepth] != 17 || storedCount(m) != 12345 {
 		t.Errorf("parseMetrics = %v, %v", m, err)
+	}
+	// A cluster node: events are stored by the publish script, counted under a labelled series.
+	cluster := text + `arqonbus_cluster_events_total{way="local_only"} 2
+arqonbus_cluster_events_total{way="published"} 3000
+`
+	m, err = parseMetrics(strings.NewReader(cluster), storageMetrics...)
+	if err != nil || m[metricClusterPublished] != 3000 || storedCount(m) != 15345 {
+		t.Errorf("cluster parseMetrics = %v, %v", m, err)
 	}
 	if _, err := parseMetrics(strings.NewReader("arqonbus_up 1\n"), metricStorageWrites); err == nil {
 		t.Error("missing metric accepted")
@@ -586,5 +611,219 @@ func TestSummarizeMedians(t *testing.T) {
 	back, err := ReadResults(strings.NewReader(lines.String()))
 	if err != nil || len(back) != 4 || back[2].Lost != 7 {
 		t.Errorf("ReadResults = %v, %v", back, err)
+	}
+}
+
+func TestSubAddrsRoundRobin(t *testing.T) {
+	cfg, err := Config{Scenario: ScenarioFanout, Addr: "127.0.0.1:1"}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.SubAddrs) != 1 || cfg.subAddr(0) != "127.0.0.1:1" || cfg.subAddr(7) != "127.0.0.1:1" {
+		t.Errorf("no -sub-addrs: %q, want just Addr", cfg.SubAddrs)
+	}
+	cfg, err = Config{Scenario: ScenarioFanout, Addr: "a:1", SubAddrs: []string{"a:1", "b:2", "c:3"}}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := range 7 {
+		got = append(got, cfg.subAddr(i))
+	}
+	if want := []string{"a:1", "b:2", "c:3", "a:1", "b:2", "c:3", "a:1"}; !slices.Equal(got, want) {
+		t.Errorf("subAddr(0..6) = %q, want %q", got, want)
+	}
+	if _, err := (Config{Scenario: ScenarioFanout, SubAddrs: []string{"nohost"}}).Normalize(); err == nil {
+		t.Error("subscriber address without a port accepted")
+	}
+	if a, err := ParseAddrs(" 127.0.0.1:1, localhost:2 "); err != nil || !slices.Equal(a, []string{"127.0.0.1:1", "localhost:2"}) {
+		t.Errorf("ParseAddrs = %q, %v", a, err)
+	}
+	for _, bad := range []string{"127.0.0.1", "127.0.0.1:1,", "a:1,,b:2", "127.0.0.1:"} {
+		if _, err := ParseAddrs(bad); err == nil {
+			t.Errorf("ParseAddrs(%q) accepted", bad)
+		}
+	}
+}
+
+func TestFanoutOverSeveralAddresses(t *testing.T) {
+	// One bus behind three addresses, like three nodes: subscribers spread over them, round
+	// robin, and publishers stay on Addr; every event still reaches every subscriber.
+	fb := &fakeBus{}
+	a0 := startFakeBus(t, fb)
+	a1, a2 := fb.listen(t), fb.listen(t)
+	cfg := shortRun(a0, ScenarioFanout)
+	cfg.SubAddrs = []string{a0, a1, a2}
+	cfg.Subs, cfg.Pubs, cfg.Rate = 7, 2, 300
+	// The fake bus runs in this process: our own pid stands in for every server.
+	cfg.ServerPID = os.Getpid()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Lost != 0 || res.Dup != 0 || res.Delivered == 0 || res.Delivered != res.Sent*7 {
+		t.Errorf("sent %d delivered %d lost %d dup %d", res.Sent, res.Delivered, res.Lost, res.Dup)
+	}
+	perAddr := map[string]int{}
+	fb.mu.Lock()
+	for id, a := range fb.arrivals {
+		switch {
+		case strings.Contains(id, "_s"):
+			perAddr[a]++
+		case strings.Contains(id, "_p") && a != a0:
+			t.Errorf("publisher %s connected to %s, want %s", id, a, a0)
+		}
+	}
+	fb.mu.Unlock()
+	if perAddr[a0] != 3 || perAddr[a1] != 2 || perAddr[a2] != 2 {
+		t.Errorf("subscribers per address %v, want 3 on %s and 2 on each of %s, %s", perAddr, a0, a1, a2)
+	}
+	// CPU: one server pid (ours), read at both ends of the window.
+	if len(res.ServerCPU) != 1 || res.ServerCPU[0].PID != os.Getpid() || res.ServerCPU[0].Missing != "" {
+		t.Fatalf("server CPU %+v (missing: %s)", res.ServerCPU, res.CPUMissing)
+	}
+	if math.Abs(res.CPUWindowS-cfg.Duration.Seconds()) > 0.2 {
+		t.Errorf("CPU window %.3fs, want about the measured window %s", res.CPUWindowS, cfg.Duration)
+	}
+	if res.GenCPUS <= 0 || res.ServerCPUS != res.ServerCPU[0].CPUS {
+		t.Errorf("generator CPU %v, server CPU %v (per pid %+v)", res.GenCPUS, res.ServerCPUS, res.ServerCPU)
+	}
+	if want := res.ServerCPUS * 1e6 / float64(res.Delivered); math.Abs(res.ServerCPUUsPerDelivery-want) > 1e-9 {
+		t.Errorf("µs per delivery %v, want %v", res.ServerCPUUsPerDelivery, want)
+	}
+	if want := res.ServerCPUS * 1e6 / float64(res.Sent); math.Abs(res.ServerCPUUsPerMsg-want) > 1e-9 {
+		t.Errorf("µs per message %v, want %v", res.ServerCPUUsPerMsg, want)
+	}
+}
+
+// deadPID is a pid no process has: above the kernel's largest (pid_max is at most 2^22).
+const deadPID = 1 << 30
+
+func TestCPUOfAMissingProcess(t *testing.T) {
+	addr := startFakeBus(t, &fakeBus{})
+	cfg := shortRun(addr, ScenarioFanout)
+	cfg.Subs, cfg.Pubs, cfg.Rate = 2, 1, 200
+	cfg.ServerPIDs = []int{os.Getpid(), deadPID}
+	cfg.ServerPID = os.Getpid() // the same pid twice counts once
+	cfg.RedisPID = os.Getpid()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("a missing pid failed the run: %v", err)
+	}
+	if len(res.ServerCPU) != 2 || res.ServerCPU[0].Missing != "" || res.ServerCPU[1].PID != deadPID || res.ServerCPU[1].Missing == "" {
+		t.Fatalf("server CPU %+v", res.ServerCPU)
+	}
+	if !strings.Contains(res.CPUMissing, strconv.Itoa(deadPID)) || res.FirstError != "" {
+		t.Errorf("CPU missing %q, first error %q", res.CPUMissing, res.FirstError)
+	}
+	// A partial sum would understate the servers' cost per delivery: none is given.
+	if res.ServerCPUUsPerDelivery != 0 || res.ServerCPUUsPerMsg != 0 {
+		t.Errorf("per delivery %v per message %v from a partial sum", res.ServerCPUUsPerDelivery, res.ServerCPUUsPerMsg)
+	}
+	if res.RedisPID != os.Getpid() || res.CPUWindowS <= 0 {
+		t.Errorf("redis pid %d, window %v", res.RedisPID, res.CPUWindowS)
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, []Result{res}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"per node s", "redis CPU s", "?"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestParseProcStatCPU(t *testing.T) {
+	// A command name with spaces and parentheses: fields are counted from the last ')'.
+	line := []byte("4242 (arq (bus) 1) S 1 4242 4242 0 -1 4194560 2811 0 0 0 1234 567 8 9 20 0 6 0 123456 1000000 2000 " +
+		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n")
+	if ticks, err := parseProcStatCPU(line); err != nil || ticks != 1234+567 {
+		t.Errorf("parseProcStatCPU = %d, %v, want 1801 (utime + stime, not cutime/cstime)", ticks, err)
+	}
+	for _, bad := range []string{"", "4242 (arq", "4242 (arq) S 1 2 3", "4242 (arq) S 1 4242 4242 0 -1 4194560 2811 0 0 0 x 567 8 9"} {
+		if _, err := parseProcStatCPU([]byte(bad)); err == nil {
+			t.Errorf("parseProcStatCPU(%q) accepted", bad)
+		}
+	}
+	// Our own process, read for real: CPU time only grows.
+	t0, err := ReadProcCPUTicks(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	if t1, err := ReadProcCPUTicks(os.Getpid()); err != nil || t1 < t0 {
+		t.Errorf("ticks %d then %d, %v", t0, t1, err)
+	}
+	if _, err := ReadProcCPUTicks(deadPID); err == nil {
+		t.Error("the CPU of a process that does not exist was read")
+	}
+	if hz := clockTicks(); hz != 100 {
+		t.Logf("CLK_TCK is %d here", hz) // 100 on every Linux we know, but read, not assumed
+	}
+}
+
+func TestParseAuxv(t *testing.T) {
+	var b []byte
+	for _, w := range []uint64{6, 4096, atClkTck, 250, 0, 0, atClkTck, 999} {
+		b = binary.NativeEndian.AppendUint64(b, w)
+	}
+	if v, ok := parseAuxv(b, 8, atClkTck); !ok || v != 250 {
+		t.Errorf("parseAuxv = %d, %v, want 250", v, ok)
+	}
+	if _, ok := parseAuxv(b[:16], 8, atClkTck); ok {
+		t.Error("found an entry that is not there")
+	}
+	var b32 []byte
+	for _, w := range []uint32{atClkTck, 100, 0, 0} {
+		b32 = binary.NativeEndian.AppendUint32(b32, w)
+	}
+	if v, ok := parseAuxv(b32, 4, atClkTck); !ok || v != 100 {
+		t.Errorf("32-bit parseAuxv = %d, %v", v, ok)
+	}
+}
+
+func TestSummarizeCPU(t *testing.T) {
+	run := func(cpu ...float64) Result {
+		r := Result{Scenario: "fanout", Params: "a", Label: "cluster-3", Runs: 1, CPUWindowS: 3, RedisPID: 77, GenCPUS: 1}
+		for i, c := range cpu {
+			r.ServerCPU = append(r.ServerCPU, ProcCPU{PID: 100 + i, CPUS: c})
+			r.ServerCPUS += c
+		}
+		r.ServerCPUUsPerDelivery = r.ServerCPUS
+		return r
+	}
+	missing := run(9, 9, 9)
+	missing.ServerCPU[2] = ProcCPU{PID: 102, Missing: "gone"}
+	missing.CPUMissing = "server pid 102: gone"
+	sum := Summarize([]Result{run(1, 0.5, 0.4), run(3, 0.1, 0.2), missing})
+	if len(sum) != 1 {
+		t.Fatalf("groups %+v", sum)
+	}
+	s := sum[0]
+	want := []ProcCPU{{CPUS: 3}, {CPUS: 0.5}, {CPUS: 0.30000000000000004}}
+	if len(s.ServerCPU) != 3 || s.ServerCPU[0] != want[0] || s.ServerCPU[1] != want[1] || math.Abs(s.ServerCPU[2].CPUS-0.3) > 1e-9 {
+		t.Errorf("per-node medians %+v, want %+v", s.ServerCPU, want)
+	}
+	if s.CPUMissing == "" || s.RedisPID != 1 || math.Abs(s.ServerCPUUsPerDelivery-3.3) > 1e-9 {
+		t.Errorf("summary %+v", s)
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"srv CPU s", "per node s", "srv µs/deliv", "srv µs/msg", "gen CPU s", "redis CPU s", "3.00/0.50/0.30", "3.30"} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("table lacks %q:\n%s", w, b.String())
+		}
+	}
+	// No CPU measured: no CPU columns.
+	b.Reset()
+	if err := WriteTable(&b, []Result{{Scenario: "fanout", Params: "a", Runs: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "CPU") {
+		t.Errorf("CPU columns without CPU:\n%s", b.String())
 	}
 }

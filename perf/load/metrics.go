@@ -22,7 +22,20 @@ const (
 	metricStorageErrors = "arqonbus_storage_errors_total"
 	metricPersistDepth  = "arqonbus_persist_queue_depth"
 	metricDegraded      = "arqonbus_storage_degraded"
+	// In a cluster an event is stored by the same Lua call that publishes it (XADD and PUBLISH),
+	// not by the persistence queue: those count as storage writes too. Absent on a standalone
+	// node (and on older servers), so optional.
+	metricClusterPublished = `arqonbus_cluster_events_total{way="published"}`
 )
+
+// optionalMetrics may be missing from /metrics; they then read as 0.
+var optionalMetrics = map[string]bool{metricClusterPublished: true}
+
+// storedCount is every event written to storage so far, by the persistence queue or by a
+// cluster's publish script.
+func storedCount(m map[string]float64) float64 {
+	return m[metricStorageWrites] + m[metricClusterPublished]
+}
 
 // storeSettle bounds the wait for the persistence queue to empty after the drain.
 const storeSettle = 2 * time.Second
@@ -50,7 +63,9 @@ func scrape(ctx context.Context, url string, want ...string) (map[string]float64
 	return parseMetrics(resp.Body, want...)
 }
 
-// parseMetrics reads "name value" lines of the Prometheus text format for the names in want.
+// parseMetrics reads "name value" lines of the Prometheus text format for the series in want: a
+// name, or a name with its labels exactly as the server writes them (name{label="value"}).
+// Every series in want must be there, except optionalMetrics.
 func parseMetrics(r io.Reader, want ...string) (map[string]float64, error) {
 	out := make(map[string]float64, len(want))
 	sc := bufio.NewScanner(r)
@@ -82,7 +97,7 @@ func parseMetrics(r io.Reader, want ...string) (map[string]float64, error) {
 		return nil, err
 	}
 	for _, w := range want {
-		if _, ok := out[w]; !ok {
+		if _, ok := out[w]; !ok && !optionalMetrics[w] {
 			return nil, fmt.Errorf("no %s in the server's metrics", w)
 		}
 	}
@@ -107,7 +122,7 @@ type storageWatch struct {
 	done      chan struct{}
 }
 
-var storageMetrics = []string{metricStorageWrites, metricStorageErrors, metricPersistDepth, metricDegraded}
+var storageMetrics = []string{metricStorageWrites, metricStorageErrors, metricPersistDepth, metricDegraded, metricClusterPublished}
 
 // startStorageWatch reads the counters now and then samples until the window ends. Nil url: nil.
 func startStorageWatch(ctx context.Context, url string, windowStart, end time.Time) *storageWatch {
@@ -121,7 +136,7 @@ func startStorageWatch(ctx context.Context, url string, windowStart, end time.Ti
 		close(w.done)
 		return w
 	}
-	w.before, w.errs0 = m[metricStorageWrites], m[metricStorageErrors]
+	w.before, w.errs0 = storedCount(m), m[metricStorageErrors]
 	go w.sample(ctx, windowStart, end)
 	return w
 }
@@ -153,10 +168,10 @@ func (w *storageWatch) sample(ctx context.Context, windowStart, end time.Time) {
 		w.degraded = max(w.degraded, m[metricDegraded])
 		if !started && !now.Before(windowStart) {
 			started = true
-			w.winStart, w.winStartT = m[metricStorageWrites], now
+			w.winStart, w.winStartT = storedCount(m), now
 		}
 		if started && !now.After(end) {
-			w.winEnd, w.winEndT = m[metricStorageWrites], now
+			w.winEnd, w.winEndT = storedCount(m), now
 		}
 		w.mu.Unlock()
 		if now.After(end) {
@@ -193,7 +208,7 @@ func (w *storageWatch) finish(ctx context.Context, res *Result, sentAll int64) {
 		if err != nil {
 			w.err = err
 		} else {
-			res.Stored = int64(m[metricStorageWrites] - w.before)
+			res.Stored = int64(storedCount(m) - w.before)
 			res.StorageErrors = int64(m[metricStorageErrors] - w.errs0)
 			res.PersistQueueEnd = int64(m[metricPersistDepth])
 			w.degraded = max(w.degraded, m[metricDegraded])

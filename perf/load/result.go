@@ -62,10 +62,25 @@ type Result struct {
 	RSSAfterBytes   int64   `json:"rss_after_bytes,omitempty"`
 	RSSPerConnBytes float64 `json:"rss_per_conn_bytes,omitempty"`
 
+	// CPU time spent in the measured window (idle: while the connections were held), read from
+	// /proc/<pid>/stat at the window's start and end (and getrusage for the generator).
+	// CPUWindowS is the time between the two readings; 0 means CPU was not measured.
+	CPUWindowS float64   `json:"cpu_window_s,omitempty"`
+	ServerCPU  []ProcCPU `json:"server_cpu,omitempty"`   // per server pid, in the order given
+	ServerCPUS float64   `json:"server_cpu_s,omitempty"` // summed over the servers (Redis not included)
+	// Summed server CPU divided by the window's deliveries (command: answered requests) and by
+	// its messages sent (command: requests), in microseconds; 0 when a server could not be read.
+	ServerCPUUsPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerCPUUsPerMsg      float64 `json:"server_cpu_us_per_msg,omitempty"`
+	GenCPUS                float64 `json:"gen_cpu_s,omitempty"` // the load generator's own CPU
+	RedisPID               int     `json:"redis_pid,omitempty"`
+	RedisCPUS              float64 `json:"redis_cpu_s,omitempty"`
+	CPUMissing             string  `json:"cpu_missing,omitempty"` // the first process whose CPU could not be read, and why
+
 	// From the server's /metrics when Config.MetricsURL is set (Scraped 1 when read).
 	Scraped         int64   `json:"scraped,omitempty"`
 	SentAll         int64   `json:"sent_all,omitempty"`          // messages published, warm-up included
-	Stored          int64   `json:"stored,omitempty"`            // storage writes from start to end of drain
+	Stored          int64   `json:"stored,omitempty"`            // storage writes (cluster: publishes, which store) from start to end of drain
 	StoredPerSec    float64 `json:"stored_per_s,omitempty"`      // storage writes/s during the window
 	StorageErrors   int64   `json:"storage_errors,omitempty"`    // failed (or dropped) storage writes
 	PersistQueueMax int64   `json:"persist_queue_max,omitempty"` // deepest persistence queue sampled
@@ -126,15 +141,24 @@ func parseVmRSS(status []byte) (int64, error) {
 // scenario show "-".
 //
 // A label column comes first when any result has a label; the command scenario's timeouts
-// column and the storage columns (stored/s in the window, stored/published by the end of the
-// drain, deepest persistence queue, storage errors) appear only when some result has them.
+// column, the storage columns (stored/s in the window, stored/published by the end of the
+// drain, deepest persistence queue, storage errors) and the CPU columns appear only when some
+// result has them. CPU columns: the servers' CPU seconds in the window (summed), each server's
+// when there are several ("per node s", in the order of the pids), the summed server CPU per
+// delivery and per message sent in microseconds, the generator's own CPU seconds, and Redis's
+// when its pid was given.
 func WriteTable(w io.Writer, results []Result) error {
-	var labels, commands, storage bool
+	var labels, commands, storage, cpu, perNode, redis bool
 	for _, r := range results {
 		labels = labels || r.Label != ""
 		commands = commands || r.Scenario == ScenarioCommand
 		storage = storage || r.Scraped > 0
+		cpu = cpu || r.CPUWindowS > 0
+		perNode = perNode || len(r.ServerCPU) > 1
+		redis = redis || r.RedisPID > 0
 	}
+	perNode = perNode && cpu
+	redis = redis && cpu
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if labels {
 		fmt.Fprint(tw, "label\t")
@@ -145,6 +169,16 @@ func WriteTable(w io.Writer, results []Result) error {
 	}
 	if storage {
 		fmt.Fprint(tw, "stored/s\tstored %\tqueue max\tstore err\t")
+	}
+	if cpu {
+		fmt.Fprint(tw, "srv CPU s\t")
+		if perNode {
+			fmt.Fprint(tw, "per node s\t")
+		}
+		fmt.Fprint(tw, "srv µs/deliv\tsrv µs/msg\tgen CPU s\t")
+		if redis {
+			fmt.Fprint(tw, "redis CPU s\t")
+		}
 	}
 	fmt.Fprintln(tw)
 	for _, r := range results {
@@ -175,9 +209,54 @@ func WriteTable(w io.Writer, results []Result) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t", num(has, "%.0f", r.StoredPerSec), num(has && storesEvents && r.SentAll > 0, "%.1f", pct),
 				num(has, "%.0f", float64(r.PersistQueueMax)), num(has, "%.0f", float64(r.StorageErrors)))
 		}
+		if cpu {
+			has := r.CPUWindowS > 0
+			srv := num(has && len(r.ServerCPU) > 0, "%.2f", r.ServerCPUS)
+			if has && len(r.ServerCPU) > 0 && !allRead(r.ServerCPU) {
+				srv += "?" // a partial sum
+			}
+			fmt.Fprintf(tw, "%s\t", srv)
+			if perNode {
+				fmt.Fprintf(tw, "%s\t", perNodeCPU(has, r.ServerCPU))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t", num(has && r.ServerCPUUsPerDelivery > 0, "%.2f", r.ServerCPUUsPerDelivery),
+				num(has && r.ServerCPUUsPerMsg > 0, "%.2f", r.ServerCPUUsPerMsg), num(has && r.GenCPUS > 0, "%.2f", r.GenCPUS))
+			if redis {
+				fmt.Fprintf(tw, "%s\t", num(has && r.RedisPID > 0, "%.2f", r.RedisCPUS))
+			}
+		}
 		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+func allRead(ps []ProcCPU) bool {
+	for _, p := range ps {
+		if p.Missing != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// perNodeCPU shows each server's CPU seconds, in pid order, as 0.81/0.40/0.41 ("?" for one that
+// could not be read).
+func perNodeCPU(has bool, ps []ProcCPU) string {
+	if !has || len(ps) == 0 {
+		return "-"
+	}
+	var b []byte
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, '/')
+		}
+		if p.Missing != "" {
+			b = append(b, '?')
+		} else {
+			b = strconv.AppendFloat(b, p.CPUS, 'f', 2, 64)
+		}
+	}
+	return string(b)
 }
 
 func num(show bool, format string, v float64) string {
@@ -258,5 +337,48 @@ func median(rs []Result) Result {
 			break
 		}
 	}
+	for _, r := range rs {
+		if r.CPUMissing != "" {
+			m.CPUMissing = r.CPUMissing
+			break
+		}
+	}
+	m.ServerCPU = medianProcCPU(rs)
+	if len(rs) > 1 {
+		// A median of pids means nothing: keep only whether Redis was watched.
+		m.RedisPID = 0
+		if slices.ContainsFunc(rs, func(r Result) bool { return r.RedisPID > 0 }) {
+			m.RedisPID = 1
+		}
+	}
 	return m
+}
+
+// medianProcCPU gives, for each server position (node 0, 1, 2, ...), the median CPU over the
+// runs that read it. Pids differ from run to run (fresh servers), so a summary of several runs
+// keeps none. Runs that watched a different number of servers are left out.
+func medianProcCPU(rs []Result) []ProcCPU {
+	n := len(rs[0].ServerCPU)
+	if n == 0 {
+		return nil
+	}
+	if len(rs) == 1 {
+		return slices.Clone(rs[0].ServerCPU)
+	}
+	out := make([]ProcCPU, n)
+	for i := range out {
+		var vals []float64
+		for _, r := range rs {
+			if len(r.ServerCPU) == n && r.ServerCPU[i].Missing == "" && r.CPUWindowS > 0 {
+				vals = append(vals, r.ServerCPU[i].CPUS)
+			}
+		}
+		if len(vals) == 0 {
+			out[i].Missing = "not read in any run"
+			continue
+		}
+		slices.Sort(vals)
+		out[i].CPUS = (vals[(len(vals)-1)/2] + vals[len(vals)/2]) / 2
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +49,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		cfg: cfg,
 		// A tag per run keeps client ids and channels apart from earlier runs on the same server.
 		tag: hex.EncodeToString(tag[:]),
-		d:   &dialer{addr: cfg.Addr, srcIPs: cfg.SrcIPs, timeout: cfg.ConnectTimeout},
+		d:   &dialer{srcIPs: cfg.SrcIPs, timeout: cfg.ConnectTimeout},
 	}
 	switch cfg.Scenario {
 	case ScenarioIdle:
@@ -69,6 +70,7 @@ type runner struct {
 
 // connSpec is what one connection is set up as.
 type connSpec struct {
+	addr       string // server host:port ("": Config.Addr)
 	id         string
 	channel    string
 	readBuf    int
@@ -124,7 +126,11 @@ feed:
 }
 
 func (r *runner) connectOne(ctx context.Context, sp connSpec) (*conn, error) {
-	c, err := r.d.dial(ctx, sp.id, sp.readBuf)
+	addr := sp.addr
+	if addr == "" {
+		addr = r.cfg.Addr
+	}
+	c, err := r.d.dial(ctx, addr, sp.id, sp.readBuf)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +416,7 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 				seqLimit: seqLimit,
 				lat:      latRecorder{shard: hists.shard(i), buf: make([]int64, 0, latBatch)},
 			})
-			subSpecs = append(subSpecs, connSpec{id: fmt.Sprintf("ld%s_s%d", r.tag, i), channel: chName(c), readBuf: subReadBuf})
+			subSpecs = append(subSpecs, connSpec{addr: cfg.subAddr(i), id: fmt.Sprintf("ld%s_s%d", r.tag, i), channel: chName(c), readBuf: subReadBuf})
 		}
 		for range perPub {
 			i := len(pubs)
@@ -427,8 +433,8 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 		}
 	}
 
-	cfg.Logf("connecting %d subscribers and %d publishers to %s (%d channels, %d at a time)",
-		len(subs), len(pubs), cfg.Addr, nCh, cfg.ConnectConcurrency)
+	cfg.Logf("connecting %d subscribers to %s and %d publishers to %s (%d channels, %d at a time)",
+		len(subs), strings.Join(cfg.SubAddrs, ","), len(pubs), cfg.Addr, nCh, cfg.ConnectConcurrency)
 	t0 := time.Now()
 	subConns, err := r.connectAll(ctx, subSpecs, nil)
 	if err != nil {
@@ -447,6 +453,7 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 	windowStart := start.Add(cfg.Warmup)
 	end := windowStart.Add(cfg.Duration)
 	watch := startStorageWatch(ctx, cfg.MetricsURL, windowStart, end)
+	cpu := startCPUWatch(ctx, cfg.ServerPIDs, cfg.RedisPID, windowStart, end)
 
 	// Readers start only now, once the window is known, so windowStart needs no synchronisation.
 	var readers sync.WaitGroup
@@ -514,6 +521,7 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 		res.addStats(&s.connStats)
 	}
 	res.Lost = res.Expected - res.Delivered
+	cpu.finish(&res, res.Delivered, res.Sent)
 	res.SentPerSec = float64(res.Sent) / cfg.Duration.Seconds()
 	res.DeliveredPerSec = float64(res.Delivered) / cfg.Duration.Seconds()
 	h := hists.merged()
@@ -536,9 +544,9 @@ func (r *runner) idle(ctx context.Context) (Result, error) {
 	defer cancel()
 
 	var rssBefore int64
-	if cfg.ServerPID > 0 {
+	if len(cfg.ServerPIDs) > 0 {
 		var err error
-		if rssBefore, err = ReadRSS(cfg.ServerPID); err != nil {
+		if rssBefore, err = readRSSSum(cfg.ServerPIDs); err != nil {
 			return res, err
 		}
 	}
@@ -546,12 +554,13 @@ func (r *runner) idle(ctx context.Context) (Result, error) {
 	for i := range specs {
 		specs[i] = connSpec{
 			id:      fmt.Sprintf("ld%s_i%d", r.tag, i),
+			addr:    cfg.subAddr(i),
 			channel: "idle_" + r.tag + "_" + strconv.Itoa(i%cfg.Channels),
 			readBuf: idleReadBuf,
 		}
 	}
 	cfg.Logf("connecting %d idle connections to %s over %d channels (%d at a time)",
-		cfg.Conns, cfg.Addr, cfg.Channels, cfg.ConnectConcurrency)
+		cfg.Conns, strings.Join(cfg.SubAddrs, ","), cfg.Channels, cfg.ConnectConcurrency)
 	sinks := make([]*sink, cfg.Conns)
 	var readers sync.WaitGroup
 	t0 := time.Now()
@@ -569,12 +578,16 @@ func (r *runner) idle(ctx context.Context) (Result, error) {
 	cfg.Logf("connected and joined %d connections in %.2fs (%.0f/s); holding %s",
 		cfg.Conns, res.ConnectS, res.ConnectPerSec, cfg.Hold)
 
+	// The CPU of idle connections: what the servers spend while they hold them.
+	holdStart := time.Now()
+	cpu := startCPUWatch(ctx, cfg.ServerPIDs, cfg.RedisPID, holdStart, holdStart.Add(cfg.Hold))
 	select {
 	case <-time.After(cfg.Hold):
 	case <-ctx.Done():
 	}
-	if cfg.ServerPID > 0 && ctx.Err() == nil {
-		rssAfter, err := ReadRSS(cfg.ServerPID)
+	cpu.finish(&res, 0, 0)
+	if len(cfg.ServerPIDs) > 0 && ctx.Err() == nil {
+		rssAfter, err := readRSSSum(cfg.ServerPIDs)
 		if err != nil {
 			closeAll(conns)
 			readers.Wait()
@@ -592,6 +605,19 @@ func (r *runner) idle(ctx context.Context) (Result, error) {
 		res.addStats(&k.connStats)
 	}
 	return res, nil
+}
+
+// readRSSSum is the resident memory of all the processes together.
+func readRSSSum(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		rss, err := ReadRSS(pid)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		sum += rss
+	}
+	return sum, nil
 }
 
 func closeAll(conns []*conn) {

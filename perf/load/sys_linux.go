@@ -4,6 +4,7 @@ package load
 
 import (
 	"syscall"
+	"time"
 )
 
 // ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT (linux/in.h), missing from package syscall.
@@ -31,4 +32,13 @@ func fdLimit() (uint64, bool) {
 		return 0, false
 	}
 	return rl.Cur, true
+}
+
+// selfCPU is the generator's own user + system CPU time so far (all its threads).
+func selfCPU() (time.Duration, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
