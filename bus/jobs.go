@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
@@ -93,8 +94,14 @@ func (j *jobs) run(fn func()) {
 	fn()
 }
 
-// stop ends the workers once their queues are empty (what is queued still runs).
-func (j *jobs) stop() {
+// stop ends the workers once their queues are empty (what is queued still runs), or returns when ctx
+// ends, leaving them to finish.
+func (j *jobs) stop(ctx context.Context) {
 	close(j.quit)
-	j.wg.Wait()
+	done := make(chan struct{})
+	go func() { j.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }

@@ -121,10 +121,11 @@ func (b *Bus) JoinCluster(node *cluster.Node) {
 // unreachable).
 func (b *Bus) Clustered() bool { return b.mesh != nil && b.mesh.clustered.Load() }
 
-// CloseCluster stops the jobs waiting on Redis, after they ran; call it before closing the node.
-func (b *Bus) CloseCluster() {
+// CloseCluster stops the jobs waiting on Redis once they ran, or when ctx ends; call it before closing
+// the node (which frees this node's client ids in Redis at once).
+func (b *Bus) CloseCluster(ctx context.Context) {
 	if b.mesh != nil {
-		b.mesh.jobs.stop()
+		b.mesh.jobs.stop(ctx)
 	}
 }
 
@@ -168,6 +169,7 @@ func (o *outgoing) build() {
 
 func (m *mesh) publish(s *session, ch *fanout.Channel, env *codec.Envelope, received time.Time) {
 	if !m.up() {
+		m.settleOutbox(ch) // what left before Redis went away goes first
 		m.stats.localOnly.Add(1)
 		m.b.publishLocal(s, ch, env, received)
 		return
@@ -392,20 +394,25 @@ func (m *mesh) Reachable(up bool) {
 	go m.recover()
 }
 
-// failover delivers here the events Redis stored but whose way back may be lost.
+// failover settles every event on its way through Redis: those Redis stored are delivered here at
+// their positions (their way back may be lost), the others are routed here only, all in the order
+// they were published, ahead of anything published from now on.
 func (m *mesh) failover() {
 	for _, ch := range m.b.hub.Channels() {
-		cs := stateOf(ch)
-		var replied []*outgoing
-		ch.Locked(func() {
-			for _, o := range cs.outbox {
-				if o.replied {
-					replied = append(replied, o)
-				}
-			}
-		})
-		for _, o := range replied {
+		m.settleOutbox(ch)
+	}
+}
+
+// settleOutbox settles ch's outgoing events now that Redis is unreachable.
+func (m *mesh) settleOutbox(ch *fanout.Channel) {
+	cs := stateOf(ch)
+	var pending []*outgoing
+	ch.Locked(func() { pending = append(pending, cs.outbox...) })
+	for _, o := range pending {
+		if o.replied {
 			o.Published(o.pos, nil)
+		} else {
+			o.Published(persist.Position{}, cluster.ErrUncertain)
 		}
 	}
 }
@@ -446,8 +453,10 @@ func (m *mesh) recover() {
 			c.conn.Close(engine.ClosePolicyViolation, "client id taken on another node")
 		}
 	}
-	for m.b.store.Health().Backlog > 0 && m.node.Up() && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
+	// Until this node's subscriptions are back and caught up, events published through Redis would
+	// not reach its own members: keep routing here meanwhile.
+	for (m.b.store.Health().Backlog > 0 || !m.node.Caught()) && m.node.Up() && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if !m.node.Up() {
 		return
@@ -474,7 +483,7 @@ func (m *mesh) bind(s *session, id string, done func(*codec.Error)) {
 		defer cancel()
 		won, holder, err := m.node.ClaimID(ctx, id, replace)
 		if err == nil && won && holder != "" {
-			m.send(holder, &peerMsg{kind: peerKick, client: id})
+			m.send(holder, id, &peerMsg{kind: peerKick, client: id})
 		}
 		conn.Run(func() {
 			if conn.Closed() {

@@ -18,11 +18,13 @@ import (
 // What nodes of a cluster say to each other: private messages, commands to handlers elsewhere and
 // their answers, cluster-wide views, channel changes and handler tables.
 
-// send puts msg in instance's inbox, off the loops; false when it could not be queued.
-func (m *mesh) send(instance string, msg *peerMsg) bool {
+// send puts msg in instance's inbox, off the loops, in order with the other messages of key (a client
+// id: one client's messages keep their order, and different clients' go in parallel); false when it
+// could not be queued.
+func (m *mesh) send(instance, key string, msg *peerMsg) bool {
 	msg.from = m.node.Instance()
 	payload := msg.encode()
-	return m.jobs.submit(instance, false, func() {
+	return m.jobs.submit(key, false, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		defer cancel()
 		m.stats.remoteSends.Add(1)
@@ -140,7 +142,7 @@ func (m *mesh) forward(s *session, env *codec.Envelope, msg []byte, h handlerRef
 	out := &peerMsg{kind: peerCommand, client: h.client, sender: s.ID(), name: cmd.Command, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
 	out.from = m.node.Instance()
 	payload := out.encode()
-	if !m.jobs.submit(h.node, false, func() {
+	if !m.jobs.submit(h.client, false, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		defer cancel()
 		m.stats.remoteSends.Add(1)
@@ -168,13 +170,13 @@ func (m *mesh) answer(f *commands.Inflight, handlerID string, msg []byte, e *cod
 	if e != nil {
 		out.kind, out.code, out.body = peerCommandFailed, e.Code, []byte(e.Message)
 	}
-	m.send(f.RequesterNode, out)
+	m.send(f.RequesterNode, f.RequesterID, out)
 }
 
 // serveCommand hands a command another node forwarded to its handler here.
 func (m *mesh) serveCommand(in *peerMsg) {
 	refuse := func(e *codec.Error) {
-		m.send(in.from, &peerMsg{kind: peerCommandFailed, client: in.sender, handler: in.client, req: in.req, room: in.room, channel: in.channel, code: e.Code, body: []byte(e.Message)})
+		m.send(in.from, in.sender, &peerMsg{kind: peerCommandFailed, client: in.sender, handler: in.client, req: in.req, room: in.room, channel: in.channel, code: e.Code, body: []byte(e.Message)})
 	}
 	conn := m.b.hub.Client(in.client)
 	serving := false
@@ -209,7 +211,7 @@ func (m *mesh) Inbox(raw []byte) {
 	switch in.kind {
 	case peerPrivate:
 		if !m.b.hub.SendTo(in.client, engine.TextFrame(in.body)) {
-			m.send(in.from, &peerMsg{kind: peerPrivateLost, client: in.client, sender: in.sender, req: in.req, room: in.room, channel: in.channel})
+			m.send(in.from, in.sender, &peerMsg{kind: peerPrivateLost, client: in.client, sender: in.sender, req: in.req, room: in.room, channel: in.channel})
 		}
 	case peerPrivateLost:
 		if c := m.b.hub.Client(in.sender); c != nil {
@@ -256,8 +258,12 @@ func (m *mesh) Control(raw []byte) {
 	case peerDeleted:
 		_ = m.b.hub.Delete(k)
 	case peerQuery:
-		view := commands.LocalView(m.b.deps, in.name, k)
-		m.send(in.from, &peerMsg{kind: peerAnswer, req: in.req, body: view})
+		// Off the subscription's goroutine: a view walks this node's channels.
+		from, req, name := in.from, in.req, in.name
+		m.jobs.submit(from, false, func() {
+			view := commands.LocalView(m.b.deps, name, k)
+			m.send(from, from, &peerMsg{kind: peerAnswer, req: req, body: view})
+		})
 	default:
 		m.stats.badPeer.Add(1)
 	}

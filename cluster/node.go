@@ -223,6 +223,10 @@ func (n *Node) connect() error {
 	}
 	sopt := n.copt
 	sopt.PipelineMultiplex = -1
+	// A lost connection ends each Receive at once instead of being retried inside rueidis: the
+	// subscription then knows it is not live, and subscribes again (and catches up) on its own
+	// schedule, at once when Redis is reachable again.
+	sopt.DisableRetry = true
 	sc, err := rueidis.NewClient(sopt)
 	if err != nil {
 		c.Close()
@@ -441,7 +445,8 @@ func (n *Node) setUp(up bool, err error) {
 	}
 	n.reported = up
 	if up {
-		n.log.Info("cluster: redis reachable: events cross nodes again")
+		n.log.Info("cluster: redis reachable")
+		n.subs.kick()
 	} else {
 		n.log.Warn("cluster: redis unreachable: events stay on this node", "err", err)
 	}

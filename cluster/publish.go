@@ -159,9 +159,8 @@ func (p *publisher) send(batch []publishing, cmds rueidis.Commands) rueidis.Comm
 	results := c.DoMulti(ctx, build()...)
 	// Redis lost its scripts (a restart): nothing of this batch ran. Load and send it again.
 	if len(results) > 0 && isNoScript(results[0].Error()) {
-		if err := publishScript.load(ctx, c); err == nil {
-			results = c.DoMulti(ctx, build()...)
-		}
+		_ = publishScript.load(ctx, c)
+		results = c.DoMulti(ctx, build()...)
 	}
 	clear(cmds)
 	// Connection trouble is reported before any outcome, so that whoever hears ErrUncertain already

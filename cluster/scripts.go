@@ -27,7 +27,8 @@ func (s *script) cmd(c rueidis.Client, keys []string, args ...string) rueidis.Co
 	return c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
 }
 
-// load puts the script on every node of c.
+// load puts the script on every node of c (replicas included: one that is down makes load fail, but
+// the masters have it).
 func (s *script) load(ctx context.Context, c rueidis.Client) error {
 	var errs []error
 	for _, n := range c.Nodes() {
@@ -42,9 +43,7 @@ func (s *script) load(ctx context.Context, c rueidis.Client) error {
 func (s *script) do(ctx context.Context, c rueidis.Client, keys []string, args ...string) rueidis.RedisResult {
 	res := c.Do(ctx, s.cmd(c, keys, args...))
 	if isNoScript(res.Error()) {
-		if err := s.load(ctx, c); err != nil {
-			return res
-		}
+		_ = s.load(ctx, c)
 		res = c.Do(ctx, s.cmd(c, keys, args...))
 	}
 	return res

@@ -39,10 +39,14 @@ const (
 const heldLimit = 10000
 
 type subscriptions struct {
-	n  *Node
-	mu sync.Mutex
-	m  map[string]*sub
-	wg sync.WaitGroup
+	n     *Node
+	mu    sync.Mutex
+	m     map[string]*sub
+	fixed []*sub
+	wg    sync.WaitGroup
+	// retry is closed (and replaced) when Redis is reachable again, so that subscriptions waiting to
+	// try again do so at once rather than at the end of their backoff.
+	retry chan struct{}
 }
 
 type sub struct {
@@ -70,7 +74,50 @@ type heldEvent struct {
 }
 
 func newSubscriptions(n *Node) *subscriptions {
-	return &subscriptions{n: n, m: make(map[string]*sub)}
+	return &subscriptions{n: n, m: make(map[string]*sub), retry: make(chan struct{})}
+}
+
+// kick wakes the subscriptions waiting to try again.
+func (ss *subscriptions) kick() {
+	ss.mu.Lock()
+	close(ss.retry)
+	ss.retry = make(chan struct{})
+	ss.mu.Unlock()
+}
+
+// pause waits d, or until kicked, or until the node closes (false).
+func (ss *subscriptions) pause(d time.Duration) bool {
+	ss.mu.Lock()
+	retry := ss.retry
+	ss.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ss.n.ctx.Done():
+		return false
+	case <-t.C:
+	case <-retry:
+	}
+	return true
+}
+
+// Caught reports whether every subscription this node wants is live: confirmed by Redis and caught
+// up with the streams.
+func (n *Node) Caught() bool {
+	ss := n.subs
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, s := range ss.fixed {
+		if !s.live {
+			return false
+		}
+	}
+	for _, s := range ss.m {
+		if s.interest > 0 && !s.live {
+			return false
+		}
+	}
+	return true
 }
 
 // Subscribe declares one more local reason to receive channel's events (a member, or a join on its way).
@@ -130,6 +177,9 @@ func (ss *subscriptions) startFixed() {
 		{channel: "control", topic: ss.n.k.control, fixed: h.Control},
 	} {
 		s.interest = 1
+		ss.mu.Lock()
+		ss.fixed = append(ss.fixed, s)
+		ss.mu.Unlock()
 		ss.wg.Add(1)
 		go ss.run(s)
 	}
@@ -163,7 +213,7 @@ func (ss *subscriptions) run(s *sub) {
 	for n.ctx.Err() == nil {
 		c := n.subClient()
 		if c == nil {
-			if !sleepCtx(n.ctx, backoff) {
+			if !ss.pause(backoff) {
 				break
 			}
 			backoff = min(2*backoff, time.Second)
@@ -206,7 +256,7 @@ func (ss *subscriptions) run(s *sub) {
 			err = ErrUnreachable
 		}
 		ss.fail(s, err)
-		if !sleepCtx(n.ctx, backoff) {
+		if !ss.pause(backoff) {
 			break
 		}
 		backoff = min(2*backoff, time.Second)
@@ -302,7 +352,7 @@ func (ss *subscriptions) catchUp(s *sub, gen uint64) {
 		s.mu.Lock()
 		stale := s.gen != gen
 		s.mu.Unlock()
-		if stale || !sleepCtx(n.ctx, backoff) {
+		if stale || !ss.pause(backoff) {
 			return
 		}
 		backoff = min(2*backoff, time.Second)
@@ -371,13 +421,3 @@ func (n *Node) readAfter(channel string, pos persist.Position) (entries []persis
 // stop ends every subscription; the node's context is already canceled.
 func (ss *subscriptions) stop() { ss.wg.Wait() }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -261,7 +261,7 @@ func (n *node) shutdown() error {
 			errs = append(errs, err)
 		}
 	}
-	n.bus.CloseCluster()
+	n.bus.CloseCluster(sctx)
 	if n.peers != nil {
 		if err := n.peers.Close(sctx); err != nil {
 			n.log.Warn("leaving the cluster", "err", err)
