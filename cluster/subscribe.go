@@ -420,4 +420,3 @@ func (n *Node) readAfter(channel string, pos persist.Position) (entries []persis
 
 // stop ends every subscription; the node's context is already canceled.
 func (ss *subscriptions) stop() { ss.wg.Wait() }
-
