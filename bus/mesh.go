@@ -188,6 +188,11 @@ func (m *mesh) publish(s *session, ch *fanout.Channel, env *codec.Envelope, rece
 
 // Published hears Redis's answer to o (cluster.Result), on a writer goroutine.
 func (o *outgoing) Published(pos persist.Position, err error) {
+	if err == nil && o.m.clustered.Load() {
+		// The usual case: stored and on its way back; remember where, in case the way back is lost.
+		o.ch.Locked(func() { o.pos, o.replied = pos, true })
+		return
+	}
 	st := &settling{o: o, pos: pos, err: err}
 	pub := o.ch.Publish(st, newRoutedAttrs(o.buf[engine.HeaderRoom:]))
 	st.after(pub)
@@ -221,7 +226,7 @@ func (st *settling) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 		return m.deliver(cs, st.pos, o.spliced(st.pos)), o.sender
 	}
 	cs.removeOutbox(i)
-	if _, refused := rueidisRefusal(st.err); refused {
+	if refused(st.err) {
 		m.stats.refused.Add(1)
 		return nil, nil
 	}
@@ -243,7 +248,7 @@ func (st *settling) after(pub fanout.Published) {
 	o, b := st.o, st.o.m.b
 	switch {
 	case st.err != nil && st.local == nil && st.at.IsZero():
-		if _, refused := rueidisRefusal(st.err); refused {
+		if refused(st.err) {
 			b.sendErrorTo(o.sender, o.env.Room, o.env.Channel, o.env.ID, codec.Unavailable("not published: "+st.err.Error()))
 		}
 	case st.sa != nil:
@@ -262,14 +267,14 @@ func (o *outgoing) spliced(pos persist.Position) []byte {
 	return append(buf, tail...)
 }
 
-// rueidisRefusal reports whether err is Redis refusing a publish (it was not stored), as opposed to the
+// refused reports whether err is Redis refusing a publish (it was not stored), as opposed to the
 // way failing.
-func rueidisRefusal(err error) (string, bool) {
+func refused(err error) bool {
 	switch err {
 	case nil, cluster.ErrUncertain, cluster.ErrUnreachable, cluster.ErrClosed:
-		return "", false
+		return false
 	}
-	return err.Error(), true
+	return true
 }
 
 // ---- events arriving from Redis (cluster.Handler) ----
