@@ -39,8 +39,9 @@
 #                        cluster-3         three nodes on one redis-server, all --cluster true,
 #                                          --node-id bench-n0..n2; subscribers (and idle
 #                                          connections) spread over the three round robin
-#                                          (-sub-addrs), publishers, handlers and requesters on
-#                                          node 0. The run starts once node 0's /health shows
+#                                          (-sub-addrs), command handlers on nodes 1 and 2,
+#                                          publishers and requesters on node 0 (every event and
+#                                          command crosses nodes). The run starts once node 0's /health shows
 #                                          checks.cluster.nodes == 3 (waited for up to 15 s).
 #                      Every variant gets a fresh redis-server when it needs one, and fresh nodes.
 #                      Server CPU is summed over the nodes; /metrics (storage columns) is node 0's.

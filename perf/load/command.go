@@ -216,7 +216,7 @@ func (r *runner) command(ctx context.Context) (Result, error) {
 	hSpecs := make([]connSpec, cfg.Handlers)
 	for i := range handlers {
 		handlers[i] = &echoHandler{index: i, room: cfg.Room, ch: channel}
-		hSpecs[i] = connSpec{id: fmt.Sprintf("ld%s_h%d", r.tag, i), channel: channel, readBuf: subReadBuf,
+		hSpecs[i] = connSpec{addr: cfg.handlerAddr(i), id: fmt.Sprintf("ld%s_h%d", r.tag, i), channel: channel, readBuf: subReadBuf,
 			joinParams: handlerJoinParams}
 	}
 	reqs := make([]*requester, cfg.Requesters)

@@ -43,9 +43,9 @@ type Config struct {
 	Scenario string // fanout, channels, command or idle
 
 	// SubAddrs are the addresses subscribers (and idle connections) connect to, round robin:
-	// subscriber i goes to SubAddrs[i%len(SubAddrs)]. Publishers, handlers and requesters always
-	// use Addr. Empty means just Addr. With several nodes forming one bus, this spreads the
-	// subscribers over the nodes while every event enters at one.
+	// subscriber i goes to SubAddrs[i%len(SubAddrs)]; command handlers go to those after the
+	// first. Publishers and requesters always use Addr. Empty means just Addr. With several nodes
+	// forming one bus, this spreads the subscribers over the nodes while every event enters at one.
 	SubAddrs []string
 
 	Subs     int     // fanout: subscribers on the channel; channels: subscribers per channel (K)
@@ -300,6 +300,15 @@ func ParsePIDs(s string) ([]int, error) {
 		pids = append(pids, p)
 	}
 	return pids, nil
+}
+
+// handlerAddr is the address command handler i connects to: with several subscriber addresses, one of
+// those after the first (in a cluster, off the requesters' node, so that commands cross nodes).
+func (c Config) handlerAddr(i int) string {
+	if len(c.SubAddrs) < 2 {
+		return c.subAddr(i)
+	}
+	return c.SubAddrs[1+i%(len(c.SubAddrs)-1)]
 }
 
 // subAddr is the address subscriber i connects to.

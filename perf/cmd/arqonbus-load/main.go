@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var cfg load.Config
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:9100", "server client WebSocket `host:port`")
-	subAddrs := fs.String("sub-addrs", "", "comma list of `host:port` addresses subscribers (and idle connections) connect to, round robin; publishers, handlers and requesters use -addr (default: -addr)")
+	subAddrs := fs.String("sub-addrs", "", "comma list of `host:port` addresses subscribers (and idle connections) connect to, round robin, and command handlers to those after the first; publishers and requesters use -addr (default: -addr)")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "fanout, channels, command or idle")
 	fs.IntVar(&cfg.Subs, "subs", 0, "fanout: subscribers (default 100); channels: subscribers per channel (default 1)")
 	fs.IntVar(&cfg.Pubs, "pubs", 0, "fanout: publishers (default 10); channels: publishers per channel (default 1)")
