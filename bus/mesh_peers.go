@@ -18,34 +18,28 @@ import (
 // What nodes of a cluster say to each other: private messages, commands to handlers elsewhere and
 // their answers, cluster-wide views, channel changes and handler tables.
 
-// send puts msg in instance's inbox, off the loops, in order with the other messages of key (a client
-// id: one client's messages keep their order, and different clients' go in parallel); false when it
-// could not be queued.
-func (m *mesh) send(instance, key string, msg *peerMsg) bool {
+// send puts msg in instance's inbox, in order with the other messages of key (a client id: one
+// client's messages keep their order, and different clients' go in parallel).
+func (m *mesh) send(instance, key string, msg *peerMsg) {
 	msg.from = m.node.Instance()
-	payload := msg.encode()
-	return m.jobs.submit(key, false, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
-		defer cancel()
-		m.stats.remoteSends.Add(1)
-		if ok, err := m.node.SendToNode(ctx, instance, payload); err != nil || !ok {
-			m.stats.remoteFails.Add(1)
-		}
-	})
+	m.stats.remoteSends.Add(1)
+	m.node.SendToNode(key, instance, msg.encode(), m.counted)
 }
 
-// broadcast sends msg to every node's control topic, off the loops.
+// counted counts a message to another node that found no one there.
+func (m *mesh) counted(_ string, ok bool, err error) {
+	if err != nil || !ok {
+		m.stats.remoteFails.Add(1)
+	}
+}
+
+// broadcast sends msg to every node's control topic.
 func (m *mesh) broadcast(msg *peerMsg) {
 	if !m.up() {
 		return
 	}
 	msg.from = m.node.Instance()
-	payload := msg.encode()
-	m.jobs.submit("control", false, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
-		defer cancel()
-		_ = m.node.Broadcast(ctx, payload)
-	})
+	m.node.Broadcast(msg.encode())
 }
 
 // ---- private messages ----
@@ -56,13 +50,9 @@ func (m *mesh) private(s *session, env *codec.Envelope, target string, msg []byt
 		return
 	}
 	pm := &peerMsg{kind: peerPrivate, from: m.node.Instance(), client: target, sender: s.ID(), req: env.ID, room: env.Room, channel: env.Channel, body: msg}
-	payload := pm.encode()
 	conn, ack := s.conn, wantsAck(env.Metadata)
-	queued := m.jobs.submit(target, false, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
-		defer cancel()
-		m.stats.remoteSends.Add(1)
-		_, ok, err := m.node.SendToClient(ctx, target, payload)
+	m.stats.remoteSends.Add(1)
+	m.node.SendToClient(target, target, pm.encode(), func(_ string, ok bool, err error) {
 		switch {
 		case err != nil:
 			m.stats.remoteFails.Add(1)
@@ -76,9 +66,6 @@ func (m *mesh) private(s *session, env *codec.Envelope, target string, msg []byt
 			}
 		}
 	})
-	if !queued {
-		m.b.sendError(s, env, codec.Unavailable("too many messages waiting for other nodes; retry shortly"))
-	}
 }
 
 func targetNotFound(target string) *codec.Error {
@@ -139,20 +126,14 @@ func (m *mesh) forward(s *session, env *codec.Envelope, msg []byte, h handlerRef
 	if !m.b.addPending(s, env, f) {
 		return
 	}
-	out := &peerMsg{kind: peerCommand, client: h.client, sender: s.ID(), name: cmd.Command, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
-	out.from = m.node.Instance()
-	payload := out.encode()
-	if !m.jobs.submit(h.client, false, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
-		defer cancel()
-		m.stats.remoteSends.Add(1)
-		if ok, err := m.node.SendToNode(ctx, h.node, payload); err != nil || !ok {
+	out := &peerMsg{kind: peerCommand, from: m.node.Instance(), client: h.client, sender: s.ID(), name: cmd.Command, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
+	m.stats.remoteSends.Add(1)
+	m.node.SendToNode(h.client, h.node, out.encode(), func(_ string, ok bool, err error) {
+		if err != nil || !ok {
 			m.stats.remoteFails.Add(1)
 			m.commandFailed(f.RemoteHandler, f.RequestID, codec.Unavailable("the node of the handler serving this command cannot be reached"))
 		}
-	}) {
-		m.commandFailed(f.RemoteHandler, f.RequestID, codec.Unavailable("too many messages waiting for other nodes; retry shortly"))
-	}
+	})
 }
 
 // commandFailed answers the requester of a command this node forwarded elsewhere with e.

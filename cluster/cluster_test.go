@@ -197,12 +197,12 @@ func TestDirectory(t *testing.T) {
 	if ok, holder, err := b.ClaimID(ctx, "alice", false); ok || err != nil || holder != a.Instance() {
 		t.Fatalf("b claim: ok=%v holder=%q err=%v", ok, holder, err)
 	}
-	inst, ok, err := b.SendToClient(ctx, "alice", []byte("hello"))
+	inst, ok, err := sendToClient(b, "alice", "hello")
 	if !ok || err != nil || inst != a.Instance() {
 		t.Fatalf("send: %q %v %v", inst, ok, err)
 	}
 	waitFor(t, 5*time.Second, "inbox", func() bool { ha.mu.Lock(); defer ha.mu.Unlock(); return len(ha.inbox) == 1 })
-	if _, ok, _ := b.SendToClient(ctx, "nobody", []byte("x")); ok {
+	if _, ok, _ := sendToClient(b, "nobody", "x"); ok {
 		t.Fatal("sent to nobody")
 	}
 	if err := a.Close(ctx); err != nil {
@@ -228,4 +228,17 @@ func TestConflicts(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+}
+
+// sendToClient sends msg to id's node and waits for the outcome.
+func sendToClient(n *Node, id, msg string) (string, bool, error) {
+	type sent struct {
+		inst string
+		ok   bool
+		err  error
+	}
+	done := make(chan sent, 1)
+	n.SendToClient(id, id, []byte(msg), func(inst string, ok bool, err error) { done <- sent{inst, ok, err} })
+	s := <-done
+	return s.inst, s.ok, s.err
 }

@@ -57,57 +57,9 @@ func (n *Node) ReleaseID(ctx context.Context, id string) error {
 	return nil
 }
 
-// SendToClient publishes msg to the inbox of the live node holding client id, and names that node; ok
-// is false when no live node holds the id. Blocks on Redis.
-func (n *Node) SendToClient(ctx context.Context, id string, msg []byte) (instance string, ok bool, err error) {
-	c := n.client()
-	if c == nil || !n.Up() {
-		return "", false, ErrUnreachable
-	}
-	ctx, cancel := context.WithTimeout(ctx, directoryTimeout)
-	defer cancel()
-	res := sendToClientScript.do(ctx, c, []string{n.k.clients, n.k.nodes}, id, n.ttlMs(), n.k.inboxPrefix(), string(msg))
-	inst, err := res.ToString()
-	switch {
-	case err == nil:
-		return inst, true, nil
-	case isRedisNil(err):
-		return "", false, nil
-	}
-	n.failed(err)
-	return "", false, fmt.Errorf("cluster: send to client %q: %w", id, err)
-}
-
-// SendToNode publishes msg to one instance's inbox; ok is false when nothing listens there (the
-// instance is gone). Blocks on Redis.
-func (n *Node) SendToNode(ctx context.Context, instance string, msg []byte) (ok bool, err error) {
-	return n.spublish(ctx, n.k.inbox(instance), msg)
-}
-
-// Broadcast publishes msg on the control topic, to every node (this one included). Blocks on Redis.
-func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
-	_, err := n.spublish(ctx, n.k.control, msg)
-	return err
-}
-
-func (n *Node) spublish(ctx context.Context, topic string, msg []byte) (bool, error) {
-	c := n.client()
-	if c == nil || !n.Up() {
-		return false, ErrUnreachable
-	}
-	ctx, cancel := context.WithTimeout(ctx, directoryTimeout)
-	defer cancel()
-	got, err := c.Do(ctx, c.B().Spublish().Channel(topic).Message(string(msg)).Build()).AsInt64()
-	if err != nil {
-		n.failed(err)
-		return false, fmt.Errorf("cluster: publish to %s: %w", topic, err)
-	}
-	return got > 0, nil
-}
-
 // failed reports connection trouble (not Redis's refusals) as lost reachability.
 func (n *Node) failed(err error) {
-	if !isRedisErr(err) && err != context.Canceled {
+	if !isRedisErr(err) && !isRedisNil(err) && err != context.Canceled {
 		n.lost(err)
 	}
 }

@@ -159,7 +159,7 @@ type Node struct {
 	viewMu sync.RWMutex
 	view   map[string]Info // live instances
 
-	pub  *publisher
+	out  *writer // publishes and inbox mail, batched
 	subs *subscriptions
 
 	ctx     context.Context
@@ -201,7 +201,7 @@ func New(ctx context.Context, o Options) (*Node, error) {
 		copt: copt, view: map[string]Info{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.pub = newPublisher(n)
+	n.out = newWriter(n)
 	n.subs = newSubscriptions(n)
 	if err := n.connect(); err == nil {
 		if err := n.checkPeers(ctx); err != nil {
@@ -328,7 +328,7 @@ func (n *Node) Start() {
 	if n.o.Standalone {
 		return
 	}
-	n.pub.start()
+	n.out.start()
 	n.subs.startFixed()
 }
 
@@ -471,7 +471,7 @@ func (n *Node) Close(ctx context.Context) error {
 			cancel()
 		}
 		n.cancel()
-		n.pub.stop()
+		n.out.stop()
 		n.subs.stop()
 		n.wg.Wait()
 		n.closeClients()

@@ -26,7 +26,33 @@ type Result interface {
 // lock), and publishes of one channel keep their order (one writer per channel, one connection per
 // Redis node).
 func (n *Node) Publish(channel string, head, tail []byte, res Result) {
-	n.pub.push(channel, publishing{channel: channel, head: head, tail: tail, res: res})
+	n.out.push(channel, &publishing{channel: channel, head: head, tail: tail, res: res})
+}
+
+// Sent hears where a message for another node went: to instance, or nowhere (ok false: no live node
+// holds the client, or nothing listens on that node's inbox), or err when Redis could not be asked.
+type Sent func(instance string, ok bool, err error)
+
+// SendToNode queues msg for instance's inbox; SendToClient for the inbox of the live node holding client
+// id. Messages queued with the same key (a client id) leave in order; both return at once, and done (if
+// not nil) runs on a writer goroutine.
+func (n *Node) SendToNode(key, instance string, msg []byte, done Sent) {
+	n.out.push(key, &mail{instance: instance, msg: msg, done: done})
+}
+
+// SendToClient: see SendToNode.
+func (n *Node) SendToClient(key, id string, msg []byte, done Sent) {
+	n.out.push(key, &mail{client: id, msg: msg, done: done})
+}
+
+// Broadcast queues msg for the control topic, which every node (this one included) hears.
+func (n *Node) Broadcast(msg []byte) { n.out.push("control", &mail{broadcast: true, msg: msg}) }
+
+// outgoing is what a writer sends: its command, and what to do with Redis's answer.
+type outgoing interface {
+	command(n *Node, c rueidis.Client) rueidis.Completed
+	settle(res rueidis.RedisResult, err error) // err is the failure to send, else nil
+	scripted() bool                            // a Lua script: on NOSCRIPT it did not run and is sent again
 }
 
 type publishing struct {
@@ -35,49 +61,116 @@ type publishing struct {
 	res        Result
 }
 
-// publisher sends queued publishes in pipelined batches: each writer takes everything queued (up to a
-// batch) and sends it at once, without waiting for more, so a lone publish leaves at once and a busy
-// channel's rate is bounded by Redis, not by one round trip per event.
-type publisher struct {
+func (p *publishing) command(n *Node, c rueidis.Client) rueidis.Completed {
+	return publishScript.cmd(c, []string{n.k.stream(p.channel), n.k.events(p.channel)},
+		n.out.maxlen, rueidis.BinaryString(p.head), rueidis.BinaryString(p.tail))
+}
+
+func (p *publishing) scripted() bool { return true }
+
+func (p *publishing) settle(res rueidis.RedisResult, err error) {
+	if err != nil {
+		p.res.Published(persist.Position{}, err)
+		return
+	}
+	pos, err := res.ToString()
+	switch {
+	case err == nil:
+		if pp, ok := persist.ParsePosition(pos); ok {
+			p.res.Published(pp, nil)
+			return
+		}
+		p.res.Published(persist.Position{}, ErrUncertain)
+	case isRedisErr(err):
+		p.res.Published(persist.Position{}, err)
+	default:
+		p.res.Published(persist.Position{}, ErrUncertain)
+	}
+}
+
+type mail struct {
+	instance, client string
+	broadcast        bool
+	msg              []byte
+	done             Sent
+}
+
+func (m *mail) command(n *Node, c rueidis.Client) rueidis.Completed {
+	switch {
+	case m.broadcast:
+		return c.B().Spublish().Channel(n.k.control).Message(rueidis.BinaryString(m.msg)).Build()
+	case m.client != "":
+		return sendToClientScript.cmd(c, []string{n.k.clients, n.k.nodes}, m.client, n.ttlMs(), n.k.inboxPrefix(), rueidis.BinaryString(m.msg))
+	}
+	return c.B().Spublish().Channel(n.k.inbox(m.instance)).Message(rueidis.BinaryString(m.msg)).Build()
+}
+
+func (m *mail) scripted() bool { return m.client != "" }
+
+func (m *mail) settle(res rueidis.RedisResult, err error) {
+	if m.done == nil {
+		return
+	}
+	if err == nil {
+		err = res.Error()
+	}
+	switch {
+	case isRedisNil(err):
+		m.done("", false, nil)
+	case err != nil:
+		m.done("", false, err)
+	case m.client != "":
+		inst, _ := res.ToString()
+		m.done(inst, true, nil)
+	default:
+		got, _ := res.AsInt64()
+		m.done(m.instance, got > 0, nil)
+	}
+}
+
+// writer sends what is queued in pipelined batches: each shard's goroutine takes everything queued (up
+// to a batch) and sends it at once, without waiting for more, so a lone message leaves at once and a
+// busy channel's (or client's) rate is bounded by Redis, not by one round trip per message.
+type writer struct {
 	n      *Node
 	seed   maphash.Seed
-	shards []*pubShard
+	shards []*outShard
 	maxlen string
 	wg     sync.WaitGroup
 	quit   chan struct{}
 }
 
-type pubShard struct {
+type outShard struct {
 	mu     sync.Mutex
-	q      []publishing
+	q      []outgoing
 	kick   chan struct{}
 	closed bool
 }
 
-func newPublisher(n *Node) *publisher {
-	p := &publisher{n: n, seed: maphash.MakeSeed(), maxlen: strconv.Itoa(n.o.HistorySize), quit: make(chan struct{})}
+func newWriter(n *Node) *writer {
+	w := &writer{n: n, seed: maphash.MakeSeed(), maxlen: strconv.Itoa(n.o.HistorySize), quit: make(chan struct{})}
 	for range n.o.Shards {
-		p.shards = append(p.shards, &pubShard{kick: make(chan struct{}, 1)})
+		w.shards = append(w.shards, &outShard{kick: make(chan struct{}, 1)})
 	}
-	return p
+	return w
 }
 
-func (p *publisher) start() {
-	for _, sh := range p.shards {
-		p.wg.Add(1)
-		go p.writer(sh)
+func (w *writer) start() {
+	for _, sh := range w.shards {
+		w.wg.Add(1)
+		go w.run(sh)
 	}
 }
 
-func (p *publisher) push(channel string, m publishing) {
-	sh := p.shards[maphash.String(p.seed, channel)%uint64(len(p.shards))]
+func (w *writer) push(key string, it outgoing) {
+	sh := w.shards[maphash.String(w.seed, key)%uint64(len(w.shards))]
 	sh.mu.Lock()
 	if sh.closed {
 		sh.mu.Unlock()
-		go m.res.Published(persist.Position{}, ErrClosed) // the caller holds the channel's lock
+		go it.settle(rueidis.RedisResult{}, ErrClosed) // the caller may hold a channel's lock
 		return
 	}
-	sh.q = append(sh.q, m)
+	sh.q = append(sh.q, it)
 	first := len(sh.q) == 1
 	sh.mu.Unlock()
 	if first {
@@ -88,38 +181,38 @@ func (p *publisher) push(channel string, m publishing) {
 	}
 }
 
-// stop sends what is queued (within a few seconds) and stops the writers.
-func (p *publisher) stop() {
-	close(p.quit)
-	p.wg.Wait()
+// stop sends what is queued and stops the writers.
+func (w *writer) stop() {
+	close(w.quit)
+	w.wg.Wait()
 }
 
-func (p *publisher) writer(sh *pubShard) {
-	defer p.wg.Done()
-	var batch []publishing
+func (w *writer) run(sh *outShard) {
+	defer w.wg.Done()
+	var batch []outgoing
 	var cmds rueidis.Commands
 	for {
 		sh.mu.Lock()
-		n := min(len(sh.q), p.n.o.BatchSize)
+		n := min(len(sh.q), w.n.o.BatchSize)
 		batch = append(batch[:0], sh.q[:n]...)
 		rest := copy(sh.q, sh.q[n:])
 		clear(sh.q[rest:])
 		sh.q = sh.q[:rest]
-		if n == 0 && isDone(p.quit) {
+		if n == 0 && isDone(w.quit) {
 			sh.closed = true
 		}
 		sh.mu.Unlock()
 		if n == 0 {
-			if isDone(p.quit) {
+			if isDone(w.quit) {
 				return
 			}
 			select {
 			case <-sh.kick:
-			case <-p.quit:
+			case <-w.quit:
 			}
 			continue
 		}
-		cmds = p.send(batch, cmds)
+		cmds = w.send(batch, cmds)
 		clear(batch)
 	}
 }
@@ -133,62 +226,59 @@ func isDone(c chan struct{}) bool {
 	}
 }
 
-// publishTimeout bounds one batch's round trip.
-const publishTimeout = 5 * time.Second
+// sendTimeout bounds one batch's round trip.
+const sendTimeout = 5 * time.Second
 
-// send runs one batch and settles each publish.
-func (p *publisher) send(batch []publishing, cmds rueidis.Commands) rueidis.Commands {
-	c := p.n.client()
-	if c == nil || !p.n.Up() {
-		for i := range batch {
-			batch[i].res.Published(persist.Position{}, ErrUnreachable)
+// send runs one batch and settles each message.
+func (w *writer) send(batch []outgoing, cmds rueidis.Commands) rueidis.Commands {
+	c := w.n.client()
+	if c == nil || !w.n.Up() {
+		for _, it := range batch {
+			it.settle(rueidis.RedisResult{}, ErrUnreachable)
 		}
 		return cmds
 	}
-	build := func() rueidis.Commands {
-		cmds = cmds[:0]
-		for i := range batch {
-			m := &batch[i]
-			cmds = append(cmds, publishScript.cmd(c, []string{p.n.k.stream(m.channel), p.n.k.events(m.channel)},
-				p.maxlen, rueidis.BinaryString(m.head), rueidis.BinaryString(m.tail)))
-		}
-		return cmds
+	cmds = cmds[:0]
+	for _, it := range batch {
+		cmds = append(cmds, it.command(w.n, c))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 	defer cancel()
-	results := c.DoMulti(ctx, build()...)
-	// Redis lost its scripts (a restart): nothing of this batch ran. Load and send it again.
-	if len(results) > 0 && isNoScript(results[0].Error()) {
-		_ = publishScript.load(ctx, c)
-		results = c.DoMulti(ctx, build()...)
+	results := c.DoMulti(ctx, cmds...)
+	clear(cmds) // recycled by rueidis: never reuse
+	// Redis lost its scripts (a restart): the scripted messages did not run. Load and send those again.
+	var again []int
+	for i, it := range batch {
+		if it.scripted() && isNoScript(results[i].Error()) {
+			again = append(again, i)
+		}
 	}
-	clear(cmds)
+	if len(again) > 0 {
+		_ = publishScript.load(ctx, c)
+		_ = sendToClientScript.load(ctx, c)
+		retry := make(rueidis.Commands, len(again))
+		for j, i := range again {
+			retry[j] = batch[i].command(w.n, c)
+		}
+		for j, res := range c.DoMulti(ctx, retry...) {
+			results[again[j]] = res
+		}
+	}
 	// Connection trouble is reported before any outcome, so that whoever hears ErrUncertain already
 	// knows Redis is unreachable.
 	for i := range results {
-		if err := results[i].Error(); err != nil && !isRedisErr(err) {
-			p.n.lost(err)
+		if err := results[i].Error(); err != nil && !isRedisErr(err) && !isRedisNil(err) {
+			w.n.lost(err)
 			break
 		}
 	}
-	for i := range batch {
-		pos, err := results[i].ToString()
-		switch {
-		case err == nil:
-			if pp, ok := persist.ParsePosition(pos); ok {
-				batch[i].res.Published(pp, nil)
-				continue
-			}
-			batch[i].res.Published(persist.Position{}, ErrUncertain)
-		case isRedisErr(err):
-			batch[i].res.Published(persist.Position{}, err)
-		default:
-			batch[i].res.Published(persist.Position{}, ErrUncertain)
-		}
+	for i, it := range batch {
+		it.settle(results[i], nil)
 	}
 	return cmds
 }
 
+// isRedisErr reports an error reply of Redis (not a nil reply, not connection trouble).
 func isRedisErr(err error) bool {
 	_, ok := rueidis.IsRedisErr(err)
 	return ok
