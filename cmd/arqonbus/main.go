@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -96,6 +97,7 @@ func run(cfg *config) error {
 		return fmt.Errorf("invalid ARQONBUS_AUTO_JOIN: %w", err)
 	}
 
+	n.spareProc()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := n.openStore(ctx); err != nil {
@@ -202,7 +204,7 @@ func run(cfg *config) error {
 	}
 	n.log.Info("arqonbus listening", "addr", "ws://"+addr, "telemetry", "ws://"+telAddr,
 		"http", "http://"+net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)), "node_id", cfg.NodeID,
-		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status, "mode", mode)
+		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status, "mode", mode, "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -275,6 +277,24 @@ func (n *node) shutdown() error {
 		n.log.Info("stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// spareProc gives the Go scheduler one P more than there are event loops when the node talks to
+// Redis. Busy gnet loops hold every P, polling epoll themselves, and the runtime's own network poller
+// (rueidis's connections, timers) is then only polled by sysmon, every 10 ms: measured, cross-node
+// command round trips had a 6-10 ms p50 at 1,000/s with GOMAXPROCS = loops, 1.1 ms with one P more.
+// A GOMAXPROCS set in the environment is left as it is.
+func (n *node) spareProc() {
+	if n.cfg.Storage != "redis" || os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	loops := n.cfg.Loops
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	if runtime.GOMAXPROCS(0) <= loops {
+		runtime.GOMAXPROCS(loops + 1)
+	}
 }
 
 // joinPeers registers the node in Redis (storage=redis): in a cluster it joins
