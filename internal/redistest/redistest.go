@@ -147,3 +147,11 @@ func (s *Server) Client() rueidis.Client {
 	s.t.Cleanup(c.Close)
 	return c
 }
+
+// PID is the running server's process id (0 when stopped), for reading its CPU time.
+func (s *Server) PID() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
