@@ -34,7 +34,7 @@ bench: build ## load-test a fresh server: fan-out, channels, commands, idle (BEN
 	@bash scripts/bench.sh
 
 gobench: ## in-process micro-benchmarks with allocations
-	$(GO) test -run='^$$' -bench=. -benchmem ./codec/ ./engine/ ./fanout/ ./bus/ ./telemetry/
+	$(GO) test -run='^$$' -bench=. -benchmem ./codec/ ./engine/ ./fanout/ ./bus/ ./telemetry/ ./cluster/
 
 lint: vet fmt ## go vet and gofmt
 
