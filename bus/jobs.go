@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 )
 
-// jobs runs work that waits on Redis (claims, private messages, forwarded commands, answers) off the
-// event loops. Jobs with the same key run in order, one at a time, on one worker: a client's private
-// messages to one target arrive in the order sent.
+// jobs runs work that waits on Redis off the event loops: claims and releases of client ids, and the
+// views this node gives others. Jobs with the same key (a client id) run in order, one at a time, on one
+// worker: a release never overtakes the claim before it.
 type jobs struct {
 	log    *slog.Logger
 	seed   maphash.Seed

@@ -70,7 +70,7 @@ type ringKeeper interface {
 	DropRing(channel string)
 }
 
-// Bounds of the jobs waiting on Redis.
+// Bounds of the jobs waiting on Redis (claims, releases, views of this node for others).
 const (
 	meshWorkers   = 16
 	meshJobLimit  = 100000
@@ -483,7 +483,7 @@ func (m *mesh) bind(s *session, id string, done func(*codec.Error)) {
 		return
 	}
 	conn, replace := s.conn, m.b.cfg.ReplaceDuplicate
-	ok := m.jobs.submit(id, true, func() {
+	m.jobs.submit(id, true, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		defer cancel()
 		won, holder, err := m.node.ClaimID(ctx, id, replace)
@@ -499,12 +499,9 @@ func (m *mesh) bind(s *session, id string, done func(*codec.Error)) {
 				done(codec.Conflict("client id " + id + " is already connected to node " + nodeOf(holder)))
 				return
 			}
-			done(nil) // claimed, or Redis failed meanwhile: unique on this node, claimed again later
+			done(nil) // claimed, or Redis failed meanwhile: unique on this node
 		})
 	})
-	if !ok {
-		done(nil)
-	}
 }
 
 // nodeOf is the node id of an instance.
