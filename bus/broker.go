@@ -27,8 +27,8 @@ type broker interface {
 	private(s *session, env *codec.Envelope, target string, msg []byte)
 	// pickHandler chooses, round robin, who serves command name on k: a member here or elsewhere.
 	pickHandler(k fanout.Key, name string) handlerRef
-	// forward sends a command to a handler on another node and answers s if it cannot.
-	forward(s *session, env *codec.Envelope, msg []byte, h handlerRef)
+	// forward sends command name to a handler on another node and answers s if it cannot.
+	forward(s *session, env *codec.Envelope, name string, msg []byte, h handlerRef)
 	// answer takes a handler's command_response (msg) to the requester of f, on another node, or tells
 	// it the command failed (e not nil).
 	answer(f *commands.Inflight, handlerID string, msg []byte, e *codec.Error)
@@ -80,10 +80,10 @@ func (o solo) pickHandler(k fanout.Key, name string) handlerRef {
 	return handlerRef{}
 }
 
-func (o solo) forward(*session, *codec.Envelope, []byte, handlerRef)   {}
-func (o solo) answer(*commands.Inflight, string, []byte, *codec.Error) {}
-func (o solo) ready(*session, fanout.Key, func()) bool                 { return true }
-func (o solo) joined(fanout.Key)                                       {}
-func (o solo) left(fanout.Key)                                         {}
-func (o solo) channelChanged(fanout.Key, bool)                         {}
-func (o solo) nodes() []cluster.Info                                   { return nil }
+func (o solo) forward(*session, *codec.Envelope, string, []byte, handlerRef) {}
+func (o solo) answer(*commands.Inflight, string, []byte, *codec.Error)       {}
+func (o solo) ready(*session, fanout.Key, func()) bool                       { return true }
+func (o solo) joined(fanout.Key)                                             {}
+func (o solo) left(fanout.Key)                                               {}
+func (o solo) channelChanged(fanout.Key, bool)                               {}
+func (o solo) nodes() []cluster.Info                                         { return nil }

@@ -119,14 +119,13 @@ func (m *mesh) pickHandler(k fanout.Key, name string) handlerRef {
 	return handlerRef{node: r.node, client: r.client}
 }
 
-func (m *mesh) forward(s *session, env *codec.Envelope, msg []byte, h handlerRef) {
-	cmd, _ := codec.DecodeCommand(env.Payload) // checked by the caller
+func (m *mesh) forward(s *session, env *codec.Envelope, name string, msg []byte, h handlerRef) {
 	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn,
 		RemoteHandler: commands.RemoteHandlerName(h.node, h.client)}
 	if !m.b.addPending(s, env, f) {
 		return
 	}
-	out := &peerMsg{kind: peerCommand, from: m.node.Instance(), client: h.client, sender: s.ID(), name: cmd.Command, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
+	out := &peerMsg{kind: peerCommand, from: m.node.Instance(), client: h.client, sender: s.ID(), name: name, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
 	m.stats.remoteSends.Add(1)
 	m.node.SendToNode(h.client, h.node, out.encode(), func(_ string, ok bool, err error) {
 		if err != nil || !ok {

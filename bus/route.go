@@ -148,7 +148,7 @@ func (b *Bus) command(s *session, env *codec.Envelope, msg []byte) {
 		if h.conn != nil {
 			b.forward(s, env, msg, h.conn)
 		} else {
-			b.broker.forward(s, env, msg, h)
+			b.broker.forward(s, env, cmd.Command, msg, h)
 		}
 		b.telemetryCommand(s, env, cmd.Command, "")
 		return
