@@ -124,11 +124,12 @@ func (b *Bus) private(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	s.agent.Activity(telemetry.ActivityPrivate, env.Room, env.Channel)
-	if c := b.hub.Client(target); c == nil || c.Closed() {
+	c := b.hub.Client(target)
+	if c == nil || c.Closed() {
 		b.broker.private(s, env, target, msg)
 		return
 	}
-	b.hub.SendTo(target, engine.TextFrame(msg))
+	c.Send(engine.TextFrame(msg))
 	b.stats.privates.Add(1)
 	if wantsAck(env.Metadata) {
 		b.respond(s, env, ackResult(1, persist.Position{}, false))
