@@ -256,8 +256,6 @@ func (n *Node) subClient() rueidis.Client {
 // Instance is this process's id in the registry.
 func (n *Node) Instance() string { return n.instance }
 
-// NodeID is this node's configured id.
-func (n *Node) NodeID() string { return n.o.NodeID }
 
 // Up reports whether Redis is reachable as far as this node knows.
 func (n *Node) Up() bool { return n.up.Load() }
@@ -424,13 +422,6 @@ func (n *Node) Nodes() []Info {
 	return out
 }
 
-// Alive reports whether instance was live at the last heartbeat.
-func (n *Node) Alive(instance string) bool {
-	n.viewMu.RLock()
-	defer n.viewMu.RUnlock()
-	_, ok := n.view[instance]
-	return ok
-}
 
 // setUp records Redis's reachability and reports changes to the handler, in order.
 func (n *Node) setUp(up bool, err error) {
