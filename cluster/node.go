@@ -256,7 +256,6 @@ func (n *Node) subClient() rueidis.Client {
 // Instance is this process's id in the registry.
 func (n *Node) Instance() string { return n.instance }
 
-
 // Up reports whether Redis is reachable as far as this node knows.
 func (n *Node) Up() bool { return n.up.Load() }
 
@@ -421,7 +420,6 @@ func (n *Node) Nodes() []Info {
 	}
 	return out
 }
-
 
 // setUp records Redis's reachability and reports changes to the handler, in order.
 func (n *Node) setUp(up bool, err error) {
