@@ -287,7 +287,8 @@ func (m *mesh) Event(channel string, pos persist.Position, data []byte) {
 		return
 	}
 	a := &arrival{m: m, pos: pos, data: data}
-	pub := ch.Publish(a, newRoutedAttrs(data))
+	a.attrs.data = data
+	pub := ch.Publish(a, &a.attrs)
 	if a.own != nil && a.own.ack {
 		o := a.own
 		o.sender.Send(m.b.responseFrame(o.env, ackResult(pub.Recipients(), pos, m.b.cfg.SyncAcks)))
@@ -296,10 +297,11 @@ func (m *mesh) Event(channel string, pos persist.Position, data []byte) {
 
 // arrival is one event from Redis, under its channel's lock.
 type arrival struct {
-	m    *mesh
-	pos  persist.Position
-	data []byte
-	own  *outgoing // when this node published it
+	m     *mesh
+	pos   persist.Position
+	data  []byte
+	own   *outgoing   // when this node published it
+	attrs routedAttrs // for filtered members, in the same allocation
 }
 
 func (a *arrival) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {

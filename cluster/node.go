@@ -187,15 +187,10 @@ func New(ctx context.Context, o Options) (*Node, error) {
 	if o.Handler == nil && !o.Standalone {
 		return nil, errors.New("cluster: a Handler is required")
 	}
-	copt, err := rueidis.ParseURL(o.URL)
+	copt, err := persist.ClientOption(o.URL)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: redis url: %w", err)
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	copt.DisableCache = true
-	if copt.Dialer.Timeout == 0 {
-		copt.Dialer.Timeout = time.Second
-	}
-	copt.ConnWriteTimeout = 5 * time.Second
 	n := &Node{
 		o: o, log: o.Logger, k: newKeys(o.KeyPrefix), instance: newInstance(o.NodeID), started: time.Now(),
 		copt: copt, view: map[string]Info{},

@@ -146,15 +146,10 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		return nil, fmt.Errorf("persist: new redis store: %w", err)
 	}
 	o.setDefaults()
-	copt, err := rueidis.ParseURL(o.URL)
+	copt, err := ClientOption(o.URL)
 	if err != nil {
-		return nil, fmt.Errorf("persist: redis url %q: %w", o.URL, err)
+		return nil, fmt.Errorf("persist: %w", err)
 	}
-	copt.DisableCache = true
-	if copt.Dialer.Timeout == 0 {
-		copt.Dialer.Timeout = time.Second
-	}
-	copt.ConnWriteTimeout = writeTimeout
 	s := &Redis{
 		o:           o,
 		log:         o.Logger,
@@ -199,6 +194,21 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 		go s.writer(sh)
 	}
 	return s, nil
+}
+
+// ClientOption is how ArqonBus connects to the Redis at url (a redis:// URL of a standalone Redis or of
+// any node of a Redis Cluster): no client-side cache, one second to connect, writes bounded.
+func ClientOption(url string) (rueidis.ClientOption, error) {
+	copt, err := rueidis.ParseURL(url)
+	if err != nil {
+		return copt, fmt.Errorf("redis url %q: %w", redactURL(url), err)
+	}
+	copt.DisableCache = true
+	if copt.Dialer.Timeout == 0 {
+		copt.Dialer.Timeout = time.Second
+	}
+	copt.ConnWriteTimeout = writeTimeout
+	return copt, nil
 }
 
 func hashString(s string) uint32 { // FNV-1a
