@@ -120,24 +120,25 @@ func (m *mesh) pickHandler(k fanout.Key, name string) handlerRef {
 }
 
 func (m *mesh) forward(s *session, env *codec.Envelope, name string, msg []byte, h handlerRef) {
-	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn,
+	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, RequesterID: s.ID(),
 		RemoteHandler: commands.RemoteHandlerName(h.node, h.client)}
 	if !m.b.addPending(s, env, f) {
 		return
 	}
+	m.b.stats.forwarded.Add(1)
 	out := &peerMsg{kind: peerCommand, from: m.node.Instance(), client: h.client, sender: s.ID(), name: name, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
 	m.stats.remoteSends.Add(1)
 	m.node.SendToNode(h.client, h.node, out.encode(), func(_ string, ok bool, err error) {
 		if err != nil || !ok {
 			m.stats.remoteFails.Add(1)
-			m.commandFailed(f.RemoteHandler, f.RequestID, codec.Unavailable("the node of the handler serving this command cannot be reached"))
+			m.commandFailed(f.RemoteHandler, f.RequesterID, f.RequestID, codec.Unavailable("the node of the handler serving this command cannot be reached"))
 		}
 	})
 }
 
-// commandFailed answers the requester of a command this node forwarded elsewhere with e.
-func (m *mesh) commandFailed(remote, requestID string, e *codec.Error) {
-	if f := m.b.pending.ResolveRemote(remote, requestID); f != nil {
+// commandFailed answers requester (a client id) about a command this node forwarded elsewhere with e.
+func (m *mesh) commandFailed(remote, requester, requestID string, e *codec.Error) {
+	if f := m.b.pending.ResolveRemote(remote, requester, requestID); f != nil {
 		m.b.sendErrorTo(f.Requester, f.Room, f.Channel, f.RequestID, e)
 	}
 }
@@ -153,7 +154,8 @@ func (m *mesh) answer(f *commands.Inflight, handlerID string, msg []byte, e *cod
 	m.send(f.RequesterNode, f.RequesterID, out)
 }
 
-// serveCommand hands a command another node forwarded to its handler here.
+// serveCommand hands a command another node forwarded to its handler here (or queues it behind another
+// requester's command with the same id, as for a local requester).
 func (m *mesh) serveCommand(in *peerMsg) {
 	refuse := func(e *codec.Error) {
 		m.send(in.from, in.sender, &peerMsg{kind: peerCommandFailed, client: in.sender, handler: in.client, req: in.req, room: in.room, channel: in.channel, code: e.Code, body: []byte(e.Message)})
@@ -170,13 +172,10 @@ func (m *mesh) serveCommand(in *peerMsg) {
 		return
 	}
 	f := &commands.Inflight{RequestID: in.req, Room: in.room, Channel: in.channel, Handler: conn,
-		RequesterNode: in.from, RequesterID: in.sender}
-	if ok, _ := m.b.pending.Add(f, nil, 0); !ok {
-		refuse(codec.Conflict("a command with this id is already in flight to that handler"))
-		return
+		RequesterNode: in.from, RequesterID: in.sender, Frame: engine.TextFrame(in.body)}
+	if m.b.pending.Add(f, nil, 0) == commands.Conflict {
+		refuse(codec.Conflict("you have a command with this id in flight to that handler already"))
 	}
-	m.b.stats.forwarded.Add(1)
-	conn.Send(engine.TextFrame(in.body))
 }
 
 // ---- inbox and control (cluster.Handler) ----
@@ -200,11 +199,11 @@ func (m *mesh) Inbox(raw []byte) {
 	case peerCommand:
 		m.serveCommand(&in)
 	case peerResponse:
-		if f := m.b.pending.ResolveRemote(commands.RemoteHandlerName(in.from, in.handler), in.req); f != nil && !f.Requester.Closed() {
+		if f := m.b.pending.ResolveRemote(commands.RemoteHandlerName(in.from, in.handler), in.client, in.req); f != nil && !f.Requester.Closed() {
 			f.Requester.Send(engine.TextFrame(in.body))
 		}
 	case peerCommandFailed:
-		m.commandFailed(commands.RemoteHandlerName(in.from, in.handler), in.req, codec.NewError(in.code, string(in.body)))
+		m.commandFailed(commands.RemoteHandlerName(in.from, in.handler), in.client, in.req, codec.NewError(in.code, string(in.body)))
 	case peerKick:
 		if c := m.b.hub.Client(in.client); c != nil {
 			c.Close(engine.ClosePolicyViolation, "replaced by a new connection with the same client id")

@@ -220,27 +220,34 @@ func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Reque
 }
 
 // forward hands a command, as sent, to the handler h and remembers who asked.
+// When another requester's command with the same id is in flight to h, this
+// one waits for it to be answered: h's answer names the command by its id
+// alone.
 func (b *Bus) forward(s *session, env *codec.Envelope, msg []byte, h *engine.Conn) {
-	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, Handler: h}
-	if b.addPending(s, env, f) {
-		h.Send(engine.TextFrame(msg))
-	}
+	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, RequesterID: s.ID(),
+		Handler: h, Frame: engine.TextFrame(msg)}
+	b.addPending(s, env, f)
 }
 
-// addPending records f, a command s sent, as in flight to its handler, or
-// tells s why not.
+// sendToHandler sends a command to its local handler, now in flight there
+// (commands.Pending's forward: it holds the table's lock).
+func (b *Bus) sendToHandler(f *commands.Inflight) {
+	f.Handler.Send(f.Frame)
+	b.stats.forwarded.Add(1)
+}
+
+// addPending records f, a command s sent, as in flight to its handler (or
+// waiting for its turn), or tells s why not.
 func (b *Bus) addPending(s *session, env *codec.Envelope, f *commands.Inflight) bool {
-	ok, full := b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands))
-	switch {
-	case full:
+	switch b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands)) {
+	case commands.Full:
 		b.stats.rateLimited.Add(1)
 		b.sendError(s, env, codec.RateLimited("too many commands in flight; wait for answers", int64(b.cfg.CommandTimeout/time.Millisecond)))
 		return false
-	case !ok:
-		b.sendError(s, env, withField(codec.Conflict("a command with this id is already in flight to that handler"), "id"))
+	case commands.Conflict:
+		b.sendError(s, env, withField(codec.Conflict("you have a command with this id in flight to that handler already"), "id"))
 		return false
 	}
-	b.stats.forwarded.Add(1)
 	return true
 }
 
