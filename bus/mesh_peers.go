@@ -238,9 +238,9 @@ func (m *mesh) Control(raw []byte) {
 		_ = m.b.hub.Delete(k)
 	case peerQuery:
 		// Off the subscription's goroutine: a view walks this node's channels.
-		from, req, name := in.from, in.req, in.name
+		from, req, name, arg := in.from, in.req, in.name, append([]byte(nil), in.body...)
 		m.jobs.submit(from, false, func() {
-			view := commands.LocalView(m.b.deps, name, k)
+			view := commands.LocalView(m.b.deps, name, k, arg)
 			m.send(from, from, &peerMsg{kind: peerAnswer, req: req, body: view})
 		})
 	default:
@@ -389,7 +389,7 @@ func (q *query) gone(instance string) {
 }
 
 // Gather asks every other live node for its view and waits for their answers, or for ctx.
-func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key) [][]byte {
+func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key, arg []byte) [][]byte {
 	if !m.up() {
 		return nil
 	}
@@ -408,7 +408,7 @@ func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key) [][]byte {
 	id := strconv.FormatUint(m.querySeq, 10)
 	m.queries[id] = q
 	m.mu.Unlock()
-	m.broadcast(&peerMsg{kind: peerQuery, req: id, name: kind, room: k.Room, channel: k.Channel})
+	m.broadcast(&peerMsg{kind: peerQuery, req: id, name: kind, room: k.Room, channel: k.Channel, body: arg})
 	select {
 	case <-q.done:
 	case <-ctx.Done():

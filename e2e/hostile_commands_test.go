@@ -6,6 +6,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -142,4 +144,161 @@ func TestClusterCommandIDsPerRequester(t *testing.T) {
 	}
 	waitHandlers(t, reqs[0], room, ch, "status", 1)
 	sameIDRequesters(t, reqs, room, ch, received)
+}
+
+// createChannels makes room:name for every name through admin c, many commands in flight at once.
+func createChannels(t *testing.T, c *client.Conn, room string, names []string) {
+	t.Helper()
+	ctx := testCtx(t, 60*time.Second)
+	const window = 200
+	for start := 0; start < len(names); start += window {
+		batch := names[start:min(start+window, len(names))]
+		ids := map[string]bool{}
+		for _, name := range batch {
+			id, err := sendCommand(c, room, name, "create_channel", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[id] = true
+		}
+		for len(ids) > 0 {
+			env, err := c.Next(ctx)
+			if err != nil {
+				t.Fatalf("creating channels: %v", err)
+			}
+			if !ids[env.RequestID()] {
+				continue
+			}
+			if env.Type != "command_response" {
+				t.Fatalf("create_channel: %s", env.Raw)
+			}
+			delete(ids, env.RequestID())
+		}
+	}
+}
+
+// listAll pages through room's channels with list_channels (limit per page)
+// and returns every name listed, in order.
+func listAll(t *testing.T, c *client.Conn, room string, limit int) []string {
+	t.Helper()
+	var names []string
+	after := ""
+	for pages := 0; pages < 10000; pages++ {
+		params := map[string]any{"limit": limit}
+		if after != "" {
+			params["after"] = after
+		}
+		r := cmdOK(t, c, room, "general", "list_channels", params)
+		list := r.list("channels")
+		if len(list) > limit {
+			t.Fatalf("list_channels: a page of %d with limit %d", len(list), limit)
+		}
+		for _, ch := range list {
+			names = append(names, ch.str("channel"))
+		}
+		if after = r.str("next"); after == "" {
+			return names
+		}
+	}
+	t.Fatal("list_channels paging does not end")
+	return nil
+}
+
+// checkListed checks that got holds each of want once, in order.
+func checkListed(t *testing.T, got, want []string) {
+	t.Helper()
+	seen := map[string]int{}
+	for i, n := range got {
+		seen[n]++
+		if i > 0 && got[i-1] >= n {
+			t.Errorf("list_channels out of order: %q then %q", got[i-1], n)
+			break
+		}
+	}
+	for _, n := range want {
+		if seen[n] != 1 {
+			t.Errorf("channel %s listed %d times, want once", n, seen[n])
+			return
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("listed %d channels, want %d", len(got), len(want))
+	}
+}
+
+// TestManyChannelsStatusAndPaging: with 2,500 channels in a room, status
+// stays small (the 100 channels with the most members, and the total) and
+// list_channels pages through every channel exactly once.
+func TestManyChannelsStatusAndPaging(t *testing.T) {
+	s := startServer(t, "ARQONBUS_COMMAND_RATE=0", "ARQONBUS_ADMIN_TOKEN=many_secret")
+	admin := dial(t, s, client.WithClientID(uniqueName("admin")), client.WithParam("admin_token", "many_secret"))
+	room := uniqueName("many")
+	names := make([]string, 2500)
+	for i := range names {
+		names[i] = fmt.Sprintf("ch%04d", i)
+	}
+	createChannels(t, admin, room, names)
+	// A channel with members comes first in status.
+	member := dial(t, s, client.WithClientID(uniqueName("member")))
+	cmdOK(t, member, room, "ch1234", "join_channel", nil)
+
+	ctx := testCtx(t, 10*time.Second)
+	env, err := admin.Command(ctx, "science", "general", "status", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Result struct {
+			ChannelsTotal int `json:"channels_total"`
+			Channels      []struct {
+				Room, Channel string
+				Members       int
+			} `json:"channels"`
+		} `json:"result"`
+	}
+	_ = json.Unmarshal(env.Payload, &st)
+	t.Logf("status with %d channels: %d bytes, %d channels listed", st.Result.ChannelsTotal, len(env.Raw), len(st.Result.Channels))
+	if st.Result.ChannelsTotal < 2500 || len(st.Result.Channels) != 100 || len(env.Raw) > 32<<10 {
+		t.Errorf("status: channels_total %d, %d channels listed, %d bytes: want at least 2500, 100 and a bounded answer",
+			st.Result.ChannelsTotal, len(st.Result.Channels), len(env.Raw))
+	}
+	if len(st.Result.Channels) > 0 && (st.Result.Channels[0].Members == 0) {
+		t.Errorf("status lists %+v first, want a channel with members", st.Result.Channels[0])
+	}
+
+	for _, limit := range []int{100, 1000} {
+		checkListed(t, listAll(t, admin, room, limit), names)
+	}
+	r := cmdOK(t, admin, room, "general", "list_channels", nil)
+	if n := len(r.list("channels")); n != 100 || r.str("next") != "ch0099" {
+		t.Errorf("list_channels without limit: %d channels, next %q; want 100 and ch0099", n, r.str("next"))
+	}
+	cmdErr(t, admin, room, "general", "list_channels", map[string]any{"limit": 0}, "VALIDATION_ERROR", "payload.parameters.limit")
+	busServes(t, s, nil)
+}
+
+// TestClusterManyChannelsPaging: list_channels pages through a room's
+// channels across two nodes: those created everywhere and those joined on
+// one node only, each once.
+func TestClusterManyChannelsPaging(t *testing.T) {
+	r := redistest.Run(t)
+	nodes := startNodes(t, r.URL(), 2, "ARQONBUS_COMMAND_RATE=0", "ARQONBUS_ADMIN_TOKEN=many_secret")
+	admin := dial(t, nodes[0], client.WithClientID(uniqueName("admin")), client.WithParam("admin_token", "many_secret"))
+	room := uniqueName("many")
+	var names []string
+	for i := range 1200 {
+		names = append(names, fmt.Sprintf("ch%04d", i))
+	}
+	createChannels(t, admin, room, names)
+	// Channels that exist on node 1 only, made by joining them there.
+	joiner := dial(t, nodes[1], client.WithClientID(uniqueName("joiner")))
+	for i := range 60 {
+		name := fmt.Sprintf("only1_%02d", i)
+		cmdOK(t, joiner, room, name, "join_channel", nil)
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, limit := range []int{100, 1000} {
+		checkListed(t, listAll(t, admin, room, limit), names)
+	}
 }

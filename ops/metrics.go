@@ -1,10 +1,10 @@
 package ops
 
 import (
-	"runtime/metrics"
 	"time"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/internal/rtstat"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -168,16 +168,5 @@ func protocolOf(s Snapshot) string {
 	return s.Protocol
 }
 
-// memoryInUse reads the Go runtime's mapped-and-not-released memory through runtime/metrics, which
-// does not stop the world (unlike runtime.ReadMemStats).
-func memoryInUse() float64 {
-	samples := [2]metrics.Sample{
-		{Name: "/memory/classes/total:bytes"},
-		{Name: "/memory/classes/heap/released:bytes"},
-	}
-	metrics.Read(samples[:])
-	if samples[0].Value.Kind() != metrics.KindUint64 || samples[1].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return float64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
-}
+// memoryInUse is the Go runtime's mapped-and-not-released memory (rtstat: without stopping the world).
+func memoryInUse() float64 { return float64(rtstat.Read().MemoryBytes) }
