@@ -53,6 +53,7 @@ func (m *mesh) private(s *session, env *codec.Envelope, target string, msg []byt
 	conn, ack := s.conn, wantsAck(env.Metadata)
 	m.stats.remoteSends.Add(1)
 	m.node.SendToClient(target, target, pm.encode(), func(_ string, ok bool, err error) {
+		defer m.b.recoverOffLoop("cluster private message")
 		switch {
 		case err != nil:
 			m.stats.remoteFails.Add(1)
@@ -129,6 +130,7 @@ func (m *mesh) forward(s *session, env *codec.Envelope, name string, msg []byte,
 	out := &peerMsg{kind: peerCommand, from: m.node.Instance(), client: h.client, sender: s.ID(), name: name, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
 	m.stats.remoteSends.Add(1)
 	m.node.SendToNode(h.client, h.node, out.encode(), func(_ string, ok bool, err error) {
+		defer m.b.recoverOffLoop("cluster command")
 		if err != nil || !ok {
 			m.stats.remoteFails.Add(1)
 			m.commandFailed(f.RemoteHandler, f.RequesterID, f.RequestID, codec.Unavailable("the node of the handler serving this command cannot be reached"))
@@ -182,6 +184,7 @@ func (m *mesh) serveCommand(in *peerMsg) {
 
 // Inbox handles a message another node sent this one, on the subscription's goroutine.
 func (m *mesh) Inbox(raw []byte) {
+	defer m.b.recoverOffLoop("cluster inbox")
 	in, ok := decodePeer(raw)
 	if !ok {
 		m.stats.badPeer.Add(1)
@@ -217,6 +220,7 @@ func (m *mesh) Inbox(raw []byte) {
 
 // Control handles a message sent to every node.
 func (m *mesh) Control(raw []byte) {
+	defer m.b.recoverOffLoop("cluster control")
 	in, ok := decodePeer(raw)
 	if !ok {
 		m.stats.badPeer.Add(1)
@@ -250,6 +254,7 @@ func (m *mesh) Control(raw []byte) {
 
 // NodesChanged takes the live nodes' handler tables and lets go of what waited on nodes that died.
 func (m *mesh) NodesChanged(nodes []cluster.Info) {
+	defer m.b.recoverOffLoop("cluster nodes")
 	self := m.node.Instance()
 	live := make(map[string]bool, len(nodes))
 	for _, in := range nodes {
@@ -337,6 +342,7 @@ func (b *Bus) HandlersChanged(*fanout.Channel) {
 
 // publishHandlers rebuilds this node's handler table and broadcasts it.
 func (m *mesh) publishHandlers() {
+	defer m.b.recoverOffLoop("cluster handler table")
 	m.handlersPending.Store(false)
 	var table []tableEntry
 	for _, ch := range m.b.hub.Channels() {

@@ -98,7 +98,7 @@ func (b *Bus) routeLocal(p *publishing, attrs *msgAttrs, sender *engine.Conn, ch
 	var sa *syncAck
 	p.b, p.env, p.now, p.done, p.sender = b, env, received, nil, sender
 	if ack && b.cfg.SyncAcks {
-		sa = &syncAck{b: b, conn: sender, env: env}
+		sa = b.newSyncAck(sender, env)
 		p.done = sa.stored
 	}
 	attrs.reset(env)
@@ -209,7 +209,16 @@ func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Reque
 	conn := s.conn
 	go func() {
 		defer func() { <-b.blocking }()
+		answered := false
+		defer func() {
+			if !answered { // it panicked
+				b.stats.commandErrors.Add(1)
+				b.sendErrorTo(conn, req.Env.Room, req.Env.Channel, req.Env.ID, codec.Internal(cmd.Name+" failed"))
+			}
+		}()
+		defer b.recoverOffLoop("blocking command " + cmd.Name)
 		result, cerr := cmd.Run(b.deps, nil, req)
+		answered = true
 		if cerr != nil {
 			b.stats.commandErrors.Add(1)
 			b.sendErrorTo(conn, req.Env.Room, req.Env.Channel, req.Env.ID, cerr)
@@ -274,6 +283,7 @@ func (b *Bus) commandResponse(s *session, env *codec.Envelope, msg []byte) {
 // commandTimedOut answers a requester whose handler did not. Timer goroutine.
 // A command another node forwarded here times out there.
 func (b *Bus) commandTimedOut(f *commands.Inflight) {
+	defer b.recoverOffLoop("command timeout")
 	if f.Requester == nil {
 		return
 	}

@@ -25,6 +25,7 @@ type stats struct {
 	violationCloses counter
 	rateLimited     counter
 	authRefused     counter
+	panics          counter             // recovered off the event loops (recoverOffLoop)
 	errors          map[string]*counter // by code; the map is fixed at start
 	clients         map[string]*atomic.Int64
 
@@ -295,6 +296,7 @@ type Counters struct {
 	ErrorsByCode    map[string]uint64
 	ReceivedPerSec  float64
 	SentPerSec      float64
+	Panics          uint64 // recovered off the event loops (the engine counts the loops' own)
 }
 
 // Counters reads the bus's counters.
@@ -310,6 +312,7 @@ func (b *Bus) Counters() Counters {
 		RateLimited:     b.stats.rateLimited.Load(),
 		ViolationCloses: b.stats.violationCloses.Load(),
 		AuthRefused:     b.stats.authRefused.Load(),
+		Panics:          b.stats.panics.Load(),
 	}
 	for t, n := range b.stats.clients {
 		c.ClientsByType[t] = n.Load()

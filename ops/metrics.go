@@ -44,7 +44,7 @@ type busCollector struct {
 	received, sent, errors, uptime, memory, ready, draining, buildInfo        *prometheus.Desc
 	commands, commandErrors, storageWrites, storageErrors, storageDegraded    *prometheus.Desc
 	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive *prometheus.Desc
-	limitRefusals                                                             *prometheus.Desc
+	limitRefusals, panics                                                     *prometheus.Desc
 	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote *prometheus.Desc
 }
 
@@ -76,6 +76,7 @@ func newBusCollector(src Source) *busCollector {
 		telemetryDropped: desc("arqonbus_telemetry_dropped_total", "Telemetry events dropped because consumers lagged."),
 		slowConsumers:    desc("arqonbus_slow_consumers_total", "Connections closed because their outbound buffer overflowed."),
 		limitRefusals:    desc("arqonbus_limit_refusals_total", "Requests refused by a limit, by limit.", "limit"),
+		panics:           desc("arqonbus_panics_recovered_total", "Panics recovered without ending the process (each a bug, logged with its stack)."),
 		clusterNodes:     desc("arqonbus_cluster_nodes", "Live nodes of the cluster, as this node sees them (clustered nodes only)."),
 		clusterReachable: desc("arqonbus_cluster_reachable", "1 while events cross nodes, 0 while Redis is unreachable (clustered nodes only)."),
 		clusterEvents: desc("arqonbus_cluster_events_total", "Events by way: published through Redis, received from it, "+
@@ -90,7 +91,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.activeClients, c.clients, c.rooms, c.channels, c.wsConns, c.telConns,
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
-		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.limitRefusals,
+		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.limitRefusals, c.panics,
 		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote,
 	} {
 		ch <- d
@@ -136,6 +137,7 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.draining, b2f(s.Draining))
 	gauge(c.loopsAlive, b2f(s.LoopsAlive))
 	gauge(c.buildInfo, 1, s.Version, protocolOf(s), s.Commit)
+	counter(c.panics, s.Panics)
 	counter(c.commands, s.Commands)
 	counter(c.commandErrors, s.CommandErrors)
 	counter(c.storageWrites, s.StorageWrites)

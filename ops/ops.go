@@ -79,6 +79,9 @@ type Snapshot struct {
 	SlowConsumers     uint64 `json:"slow_consumers"`
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`
+	// Panics counts panics recovered (on the event loops and off them): each one a bug, logged with
+	// its stack, that did not take the process down.
+	Panics uint64 `json:"panics"`
 
 	// Cluster is this node's part in a cluster; nil for a standalone bus.
 	Cluster *ClusterState `json:"cluster,omitempty"`
