@@ -73,6 +73,17 @@ func Decode(data []byte) (*Envelope, *Error) {
 			return &st.env, e
 		}
 	}
+	if key := duplicateKey(data); key != "" {
+		// Read what can be read, so the error is addressed like any other.
+		st.validate(bad)
+		st.env = Envelope{ID: st.env.ID, Room: st.env.Room, Channel: st.env.Channel}
+		if len(key) > 64 {
+			key = key[:64] + "..."
+		}
+		e := Validation(strings.ToValidUTF8(key, "?"), "duplicate key: each top-level key may appear only once")
+		e.RequestID = st.env.ID
+		return &st.env, e
+	}
 	return st.validate(bad)
 }
 
