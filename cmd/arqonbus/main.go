@@ -456,7 +456,7 @@ func (n *node) clusterState() *ops.ClusterState {
 	cs := &ops.ClusterState{
 		Reachable: st.Reachable, EventsPublished: st.EventsPublished, EventsReceived: st.EventsReceived,
 		LocalOnly: st.LocalOnly, Uncertain: st.Uncertain, Gaps: st.Gaps, RemoteSends: st.RemoteSends,
-		RemoteFailures: st.RemoteFailures, Nodes: []ops.ClusterNode{},
+		RemoteFailures: st.RemoteFailures, QueueRefused: st.QueueRefused, Nodes: []ops.ClusterNode{},
 	}
 	for _, nd := range nodes {
 		cs.Nodes = append(cs.Nodes, ops.ClusterNode{NodeID: nd.NodeID, Clients: nd.Clients, Started: nd.Started, Self: nd.Self})
