@@ -154,16 +154,17 @@ func run(cfg *config) error {
 	latency := n.http.RoutingLatency()
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	n.clients = engine.New(engine.Config{
-		Addr:             addr,
-		Loops:            cfg.Loops,
-		MaxConnections:   cfg.MaxConnections,
-		MaxMessageSize:   cfg.MaxMessageSize,
-		MaxOutboundBytes: cfg.MaxOutboundBytes,
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		PingInterval:     cfg.PingInterval,
-		IdleTimeout:      cfg.IdleTimeout,
-		Logger:           n.log,
-		OnRouted:         func(d time.Duration) { latency.Observe(d.Seconds()) },
+		Addr:              addr,
+		Loops:             cfg.Loops,
+		MaxConnections:    cfg.MaxConnections,
+		MaxMessageSize:    cfg.MaxMessageSize,
+		MaxOutboundBytes:  cfg.MaxOutboundBytes,
+		MaxRequestedBytes: cfg.MaxRequestedBytes,
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		PingInterval:      cfg.PingInterval,
+		IdleTimeout:       cfg.IdleTimeout,
+		Logger:            n.log,
+		OnRouted:          func(d time.Duration) { latency.Observe(d.Seconds()) },
 	}, n.bus)
 	n.bus.AttachEngine(n.clients)
 	telAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.TelemetryPort))
