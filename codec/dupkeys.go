@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 )
 
-// duplicateKey returns the first top-level key of the JSON object data that appears twice, or "" when
-// every key is unique. JSON parsers disagree on duplicates (sonic and encoding/json keep the last, many
+// duplicateKey returns the first top-level key of the JSON object data that appears twice (which may be
+// ""), and whether there is one. JSON parsers disagree on duplicates (sonic and encoding/json keep the last, many
 // others the first), and the server forwards the envelope as sent: a second "from" or "room" would let
 // a client show the server one value and its recipients another. data must be JSON that sonic
 // accepted, so the scan can skip values without validating them.
@@ -14,10 +14,10 @@ import (
 // Keys are compared after unescaping ("\u0066rom" is "from"). The envelope's own keys are tracked in a
 // bit set; other keys, rare on the wire, in a map made only when one appears. Strings are skipped with
 // bytes.IndexByte, so the cost is one vectorised pass over the message.
-func duplicateKey(data []byte) string {
+func duplicateKey(data []byte) (string, bool) {
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
-		return ""
+		return "", false
 	}
 	i++
 	var known uint16
@@ -25,28 +25,28 @@ func duplicateKey(data []byte) string {
 	for {
 		i = skipSpace(data, i)
 		if i >= len(data) || data[i] != '"' {
-			return "" // "}" of an empty object, or input sonic would not have accepted
+			return "", false // "}" of an empty object, or input sonic would not have accepted
 		}
 		end := stringEnd(data, i)
 		if end < 0 {
-			return ""
+			return "", false
 		}
 		key := data[i+1 : end]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			var s string
 			if err := json.Unmarshal(data[i:end+1], &s); err != nil {
-				return ""
+				return "", false
 			}
 			key = []byte(s)
 		}
 		if bit := envelopeKeyBit(key); bit != 0 {
 			if known&bit != 0 {
-				return string(key)
+				return string(key), true
 			}
 			known |= bit
 		} else {
 			if _, dup := others[string(key)]; dup {
-				return string(key)
+				return string(key), true
 			}
 			if others == nil {
 				others = make(map[string]struct{})
@@ -55,14 +55,14 @@ func duplicateKey(data []byte) string {
 		}
 		i = skipSpace(data, end+1)
 		if i >= len(data) || data[i] != ':' {
-			return ""
+			return "", false
 		}
 		if i = skipValue(data, skipSpace(data, i+1)); i < 0 {
-			return ""
+			return "", false
 		}
 		i = skipSpace(data, i)
 		if i >= len(data) || data[i] != ',' {
-			return ""
+			return "", false
 		}
 		i++
 	}
