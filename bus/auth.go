@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"crypto/subtle"
 	"errors"
 	"net/http"
 	"slices"
@@ -57,7 +58,7 @@ func (b *Bus) Upgrade(c *engine.Conn, r *engine.Request) error {
 			s.clientType = cl.ClientType
 		}
 	} else if b.cfg.AdminToken != "" && q.Get("admin_token") != "" {
-		if !constantTimeEqual(q.Get("admin_token"), b.cfg.AdminToken) {
+		if subtle.ConstantTimeCompare([]byte(q.Get("admin_token")), []byte(b.cfg.AdminToken)) != 1 {
 			b.stats.authRefused.Add(1)
 			return &engine.Reject{Status: http.StatusUnauthorized, Reason: "bad admin_token"}
 		}
@@ -103,15 +104,4 @@ func (b *Bus) verifyToken(tok string) (*claims, error) {
 		return nil, errors.New("invalid token: role must be user or admin")
 	}
 	return &cl, nil
-}
-
-func constantTimeEqual(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	var v byte
-	for i := 0; i < len(a); i++ {
-		v |= a[i] ^ b[i]
-	}
-	return v == 0
 }

@@ -140,6 +140,7 @@ type ClusterStatus struct {
 	Gaps            uint64 `json:"gaps"`
 	RemoteSends     uint64 `json:"remote_sends"`
 	RemoteFailures  uint64 `json:"remote_failures"`
+	QueueRefused    uint64 `json:"queue_refused"` // refused: too much was waiting for Redis
 }
 
 // Cluster returns the live nodes (this one marked Self, with its current client count) and this node's
@@ -164,6 +165,7 @@ func (b *Bus) Cluster() ([]NodeStatus, *ClusterStatus) {
 		Reachable: m.clustered.Load(), EventsPublished: st.published.Load(), EventsReceived: st.received.Load(),
 		LocalOnly: st.localOnly.Load(), Uncertain: st.uncertain.Load(), Refused: st.refused.Load(),
 		Gaps: st.gaps.Load(), RemoteSends: st.remoteSends.Load(), RemoteFailures: st.remoteFails.Load(),
+		QueueRefused: m.node.QueueRefused(),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,4 +242,65 @@ func sendToClient(n *Node, id, msg string) (string, bool, error) {
 	n.SendToClient(id, id, []byte(msg), func(inst string, ok bool, err error) { done <- sent{inst, ok, err} })
 	s := <-done
 	return s.inst, s.ok, s.err
+}
+
+// TestWriterQueueIsBounded: while Redis does not answer (stopped with SIGSTOP), publishes beyond the
+// queue's bound are refused at once with ErrOverloaded instead of piling up; the ones queued are
+// settled once Redis answers again.
+func TestWriterQueueIsBounded(t *testing.T) {
+	r := redistest.Run(t)
+	n, err := New(context.Background(), Options{URL: r.URL(), NodeID: "bounded", Handler: newRecorder(),
+		Heartbeat: 200 * time.Millisecond, NodeTTL: 5 * time.Second, Shards: 1, MaxQueuedBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	t.Cleanup(func() { _ = n.Close(context.Background()) })
+	waitFor(t, 5*time.Second, "redis reachable", n.Up)
+	subscribe(t, n, "room:bounded")
+
+	if err := syscall.Kill(r.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(r.PID(), syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+
+	const total = 2000 // about 60 KiB of events, 15 times the bound
+	var results []chan error
+	for i := range total {
+		results = append(results, publish(t, n, "room:bounded", i))
+	}
+	overloaded := 0
+	time.Sleep(500 * time.Millisecond) // refusals are settled on a goroutine of their own
+	for i, res := range results {
+		select {
+		case err := <-res:
+			if err == ErrOverloaded {
+				overloaded++
+			}
+			results[i] = nil
+		default: // queued behind the stopped Redis
+		}
+	}
+	t.Logf("refused at once: %d of %d; counter %d", overloaded, total, n.QueueRefused())
+	if overloaded < total/2 || uint64(overloaded) != n.QueueRefused() {
+		t.Fatalf("refused %d of %d (counter %d), want most refused while Redis is stopped", overloaded, total, n.QueueRefused())
+	}
+	resume()
+	for _, res := range results {
+		if res == nil {
+			continue
+		}
+		select {
+		case <-res:
+		case <-time.After(15 * time.Second):
+			t.Fatal("a queued publish was never settled after Redis came back")
+		}
+	}
 }

@@ -32,7 +32,10 @@ type Options struct {
 	Linger     time.Duration // a channel without local members stays subscribed this long; default 5s
 	Shards     int           // publish writer goroutines; default 4
 	BatchSize  int           // publishes per pipelined round trip; default 256
-	Logger     *slog.Logger
+	// MaxQueuedBytes bounds what waits for Redis (publishes and messages to other nodes, in all
+	// shards); beyond it a publish or message is refused with ErrOverloaded. Default 256 MiB.
+	MaxQueuedBytes int
+	Logger         *slog.Logger
 	// Handler hears what arrives. Required unless Standalone.
 	Handler Handler
 	// State, if set, returns what this node advertises in each heartbeat (client count, handlers).
@@ -70,6 +73,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 256
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = 256 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -132,6 +138,8 @@ var (
 	ErrUncertain = errors.New("cluster: outcome unknown, the connection to redis failed")
 	// ErrClosed: the node is closing.
 	ErrClosed = errors.New("cluster: closed")
+	// ErrOverloaded: more is waiting for Redis than Options.MaxQueuedBytes; not sent.
+	ErrOverloaded = errors.New("cluster: too much waiting for redis")
 )
 
 // ConflictError says why a node may not start next to the nodes already on the prefix.

@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -51,6 +52,7 @@ func (n *Node) Broadcast(msg []byte) { n.out.push("control", &mail{broadcast: tr
 // outgoing is what a writer sends: its command, and what to do with Redis's answer.
 type outgoing interface {
 	command(n *Node, c rueidis.Client) rueidis.Completed
+	size() int                                 // bytes it holds while queued
 	settle(res rueidis.RedisResult, err error) // err is the failure to send, else nil
 	scripted() bool                            // a Lua script: on NOSCRIPT it did not run and is sent again
 }
@@ -67,6 +69,8 @@ func (p *publishing) command(n *Node, c rueidis.Client) rueidis.Completed {
 }
 
 func (p *publishing) scripted() bool { return true }
+
+func (p *publishing) size() int { return len(p.head) + len(p.tail) + len(p.channel) }
 
 func (p *publishing) settle(res rueidis.RedisResult, err error) {
 	if err != nil {
@@ -107,6 +111,8 @@ func (m *mail) command(n *Node, c rueidis.Client) rueidis.Completed {
 
 func (m *mail) scripted() bool { return m.client != "" }
 
+func (m *mail) size() int { return len(m.msg) + len(m.instance) + len(m.client) }
+
 func (m *mail) settle(res rueidis.RedisResult, err error) {
 	if m.done == nil {
 		return
@@ -132,23 +138,37 @@ func (m *mail) settle(res rueidis.RedisResult, err error) {
 // to a batch) and sends it at once, without waiting for more, so a lone message leaves at once and a
 // busy channel's (or client's) rate is bounded by Redis, not by one round trip per message.
 type writer struct {
-	n      *Node
-	seed   maphash.Seed
-	shards []*outShard
-	maxlen string
-	wg     sync.WaitGroup
-	quit   chan struct{}
+	n        *Node
+	seed     maphash.Seed
+	shards   []*outShard
+	maxlen   string
+	maxBytes int // queued bytes one shard holds before it refuses
+	wg       sync.WaitGroup
+	quit     chan struct{}
+	refused  atomic.Uint64
 }
 
 type outShard struct {
 	mu     sync.Mutex
 	q      []outgoing
+	bytes  int // held by q
 	kick   chan struct{}
 	closed bool
+
+	// Refused messages are settled off the caller's goroutine (it may hold a channel's lock) by one
+	// goroutine at a time per shard, however many are refused.
+	refusals []refusal
+	settling bool
+}
+
+type refusal struct {
+	it  outgoing
+	err error
 }
 
 func newWriter(n *Node) *writer {
-	w := &writer{n: n, seed: maphash.MakeSeed(), maxlen: strconv.Itoa(n.o.HistorySize), quit: make(chan struct{})}
+	w := &writer{n: n, seed: maphash.MakeSeed(), maxlen: strconv.Itoa(n.o.HistorySize), quit: make(chan struct{}),
+		maxBytes: max(n.o.MaxQueuedBytes/n.o.Shards, 1)}
 	for range n.o.Shards {
 		w.shards = append(w.shards, &outShard{kick: make(chan struct{}, 1)})
 	}
@@ -164,13 +184,22 @@ func (w *writer) start() {
 
 func (w *writer) push(key string, it outgoing) {
 	sh := w.shards[maphash.String(w.seed, key)%uint64(len(w.shards))]
+	size := it.size()
 	sh.mu.Lock()
-	if sh.closed {
+	switch {
+	case sh.closed:
+		w.refuse(sh, it, ErrClosed)
 		sh.mu.Unlock()
-		go it.settle(rueidis.RedisResult{}, ErrClosed) // the caller may hold a channel's lock
+		return
+	case sh.bytes+size > w.maxBytes && len(sh.q) > 0:
+		// Redis is slower than the publishers: refuse rather than hold an unbounded backlog.
+		w.refused.Add(1)
+		w.refuse(sh, it, ErrOverloaded)
+		sh.mu.Unlock()
 		return
 	}
 	sh.q = append(sh.q, it)
+	sh.bytes += size
 	first := len(sh.q) == 1
 	sh.mu.Unlock()
 	if first {
@@ -179,6 +208,31 @@ func (w *writer) push(key string, it outgoing) {
 		default:
 		}
 	}
+}
+
+// refuse settles it with err on the shard's settling goroutine. Called with sh.mu held.
+func (w *writer) refuse(sh *outShard, it outgoing, err error) {
+	sh.refusals = append(sh.refusals, refusal{it, err})
+	if sh.settling {
+		return
+	}
+	sh.settling = true
+	go func() {
+		for {
+			sh.mu.Lock()
+			batch := sh.refusals
+			sh.refusals = nil
+			if len(batch) == 0 {
+				sh.settling = false
+				sh.mu.Unlock()
+				return
+			}
+			sh.mu.Unlock()
+			for _, r := range batch {
+				r.it.settle(rueidis.RedisResult{}, r.err)
+			}
+		}
+	}()
 }
 
 // stop sends what is queued and stops the writers.
@@ -195,6 +249,9 @@ func (w *writer) run(sh *outShard) {
 		sh.mu.Lock()
 		n := min(len(sh.q), w.n.o.BatchSize)
 		batch = append(batch[:0], sh.q[:n]...)
+		for _, it := range batch {
+			sh.bytes -= it.size()
+		}
 		rest := copy(sh.q, sh.q[n:])
 		clear(sh.q[rest:])
 		sh.q = sh.q[:rest]
@@ -285,3 +342,6 @@ func isRedisErr(err error) bool {
 }
 
 func isRedisNil(err error) bool { return rueidis.IsRedisNil(err) }
+
+// QueueRefused counts publishes and messages refused with ErrOverloaded.
+func (n *Node) QueueRefused() uint64 { return n.out.refused.Load() }

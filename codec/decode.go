@@ -73,6 +73,21 @@ func Decode(data []byte) (*Envelope, *Error) {
 			return &st.env, e
 		}
 	}
+	if key, dup := duplicateKey(data); dup {
+		// Read what can be read, so the error is addressed like any other.
+		st.validate(bad)
+		st.env = Envelope{ID: st.env.ID, Room: st.env.Room, Channel: st.env.Channel}
+		if len(key) > 64 {
+			key = key[:64] + "..."
+		}
+		field := strings.ToValidUTF8(key, "?")
+		if field == "" {
+			field = `""`
+		}
+		e := Validation(field, "duplicate key: each top-level key may appear only once")
+		e.RequestID = st.env.ID
+		return &st.env, e
+	}
 	return st.validate(bad)
 }
 

@@ -153,6 +153,15 @@ func invalidCases() []invalidCase {
 		{"bad escape in skipped field", mk("extra", `"\q"`), "", "invalid JSON", "", "", ""},
 		{"bad escape at end", `{"a":"\`, "", "invalid JSON", "", "", ""},
 
+		// Parsers disagree on duplicate keys (sonic keeps the last, others the first), and the envelope
+		// is forwarded as sent: refused whatever the key.
+		{"duplicate from", `{"from":"mallory",` + mk()[1:], "from", "duplicate key", id, "science", "general"},
+		{"duplicate room", mk()[:len(mk())-1] + `,"room":"other"}`, "room", "duplicate key", id, "other", "general"},
+		{"duplicate type escaped", `{"typ\u0065":"command",` + mk()[1:], "type", "duplicate key", id, "science", "general"},
+		{"duplicate payload", mk()[:len(mk())-1] + `,"payload":{"message":"x"}}`, "payload", "duplicate key", id, "science", "general"},
+		{"duplicate unknown key", strings.TrimSuffix(mk("extra", `[{"a":"}"},"\"", 1.5e3, null]`), "}") + `,"extra":2}`, "extra", "duplicate key", id, "science", "general"},
+		{"duplicate with bad field", `{"id":"arq_x",` + mk("from", `1`)[1:], "id", "duplicate key", id, "science", "general"},
+
 		{"version missing", mk("version", "-"), "version", "version is required", id, "science", "general"},
 		{"version wrong", mk("version", `"2.0"`), "version", `version must be "1.0"`, id, "science", "general"},
 		{"version number", mk("version", `1`), "version", "version must be a string", id, "science", "general"},

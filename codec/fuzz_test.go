@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
@@ -38,6 +39,9 @@ func FuzzDecode(f *testing.F) {
 		if utf8.Valid(data) && !json.Valid(data) {
 			t.Fatalf("accepted invalid JSON: %q", data)
 		}
+		if key, dup := refDuplicateKey(data); dup {
+			t.Fatalf("accepted a duplicate top-level key %q: %q", key, data)
+		}
 		roundTrip(t, env)
 	})
 }
@@ -60,4 +64,30 @@ func FuzzAppendString(f *testing.F) {
 			t.Fatalf("AppendString(%q) decodes to %q", s, back)
 		}
 	})
+}
+
+// refDuplicateKey finds a repeated top-level key with encoding/json's tokenizer: the reference the
+// hand-written scan in duplicateKey is fuzzed against.
+func refDuplicateKey(data []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return key, true
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }

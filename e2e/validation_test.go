@@ -111,6 +111,26 @@ func TestValidationErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { expectError(t, a, tc.id, "VALIDATION_ERROR", tc.field) })
 	}
 
+	t.Run("duplicate keys", func(t *testing.T) {
+		// Two "from" keys: the server reads one, a recipient's parser may read the other. Refused,
+		// and nothing reaches the channel (the marker below proves b got nothing).
+		c := dial(t, s, client.WithClientID("val_dup"))
+		if err := c.Join(ctx, "science", "general"); err != nil {
+			t.Fatal(err)
+		}
+		raw := envJSON("val_dup", "arq_val_dup", nil)
+		raw = append([]byte(`{"from":"val_a",`), raw[1:]...)
+		if err := c.SendRaw(raw); err != nil {
+			t.Fatal(err)
+		}
+		expectError(t, c, "arq_val_dup", "VALIDATION_ERROR", "from")
+		dupType := append([]byte(`{"type":"command",`), envJSON("val_dup", "arq_val_dup2", nil)[1:]...)
+		if err := c.SendRaw(dupType); err != nil {
+			t.Fatal(err)
+		}
+		expectError(t, c, "arq_val_dup2", "VALIDATION_ERROR", "type")
+	})
+
 	// The marker proves b got nothing before it (events keep their order).
 	marker, err := a.Publish("science", "general", map[string]any{"message": "marker"})
 	if err != nil {

@@ -38,6 +38,14 @@ type Conn struct {
 	pendingN int
 	dirty    bool // in loop.dirty
 
+	// Requested bytes: frames the client asked for (a replay, a history
+	// answer) may exceed the slow-consumer bound while the socket drains them.
+	// granted is how many of them may still sit in gnet's outbound buffer (an
+	// upper bound, trimmed to OutboundBuffered at each flush, so the allowance
+	// shrinks as the client reads); pendingGranted is their share of pending.
+	granted        int
+	pendingGranted int
+
 	closed atomic.Bool
 	remote string
 }
@@ -73,6 +81,25 @@ func (c *Conn) enqueue(frame []byte) {
 // Send queues an encoded frame for this connection from any goroutine.
 func (c *Conn) Send(frame []byte) {
 	c.loop.post(delivery{frame: frame, one: c})
+}
+
+// WriteRequested is Write for a frame the client asked for (a replay, a
+// history answer): while the socket drains it, its bytes do not count against
+// the slow-consumer bound, up to Config.MaxRequestedBytes at a time. A client
+// that asked for a lot is not cut for reading it; one that stops reading is
+// still cut by the live traffic behind it. Loop only.
+func (c *Conn) WriteRequested(frame []byte) {
+	if c.closing || c.state != stateOpen {
+		return
+	}
+	c.pendingGranted += len(frame)
+	c.enqueue(frame)
+}
+
+// SendRequested is Send for a frame the client asked for (see WriteRequested),
+// from any goroutine.
+func (c *Conn) SendRequested(frame []byte) {
+	c.loop.post(delivery{frame: frame, one: c, requested: true})
 }
 
 // Run runs fn on the connection's loop, in order with the frames sent to it,
@@ -125,9 +152,15 @@ func (c *Conn) flush() {
 		return
 	}
 	srv := c.loop.srv
-	if c.gc.OutboundBuffered()+c.pendingN > srv.cfg.MaxOutboundBytes {
+	buffered := c.gc.OutboundBuffered()
+	// Requested bytes already written that gnet no longer holds were read
+	// (or taken by the kernel): their allowance is spent.
+	c.granted = min(c.granted, buffered) + c.pendingGranted
+	c.pendingGranted = 0
+	allowance := min(c.granted, srv.cfg.MaxRequestedBytes)
+	if backlog := buffered + c.pendingN; backlog > srv.cfg.MaxOutboundBytes+allowance {
 		srv.stats.slowConsumers.Add(1)
-		srv.log.Debug("closing slow consumer", "remote", c.remote, "backlog", c.gc.OutboundBuffered()+c.pendingN)
+		srv.log.Debug("closing slow consumer", "remote", c.remote, "backlog", backlog, "requested", c.granted)
 		c.abort()
 		return
 	}
@@ -148,6 +181,7 @@ func (c *Conn) flush() {
 	}
 	srv.stats.framesOut.Add(uint64(frames))
 	c.resetPending()
+	c.granted = min(c.granted, c.gc.OutboundBuffered())
 }
 
 // iovMax bounds one writev, as the kernel does (IOV_MAX).
@@ -161,6 +195,7 @@ func (c *Conn) resetPending() {
 		c.pending = c.pending[:0]
 	}
 	c.pendingN = 0
+	c.pendingGranted = 0
 }
 
 // frameSink, for msgReader.

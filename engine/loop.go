@@ -38,6 +38,8 @@ type delivery struct {
 	one    *Conn
 	except *Conn // the sender, skipped
 
+	requested bool // with one: a frame the client asked for (WriteRequested)
+
 	closeCode   ws.StatusCode // with one: close it instead of writing
 	closeReason string
 	run         func() // with one: run this on the loop instead of writing
@@ -97,6 +99,9 @@ func (l *Loop) runDrain(context.Context) error {
 			}()
 		case d.one != nil && d.closeCode != 0:
 			d.one.closeWith(d.closeCode, d.closeReason)
+		case d.one != nil && d.requested:
+			d.one.WriteRequested(d.frame)
+			delivered++
 		case d.one != nil:
 			d.one.Write(d.frame)
 			delivered++

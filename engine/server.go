@@ -21,15 +21,16 @@ import (
 
 // Config holds the engine's settings. Zero values take the defaults below.
 type Config struct {
-	Addr             string        // host:port to listen on
-	Loops            int           // event loops; default one per CPU
-	MaxConnections   int           // connections accepted at once; more get HTTP 503
-	MaxMessageSize   int           // bytes in one message, fragments included (1009 beyond)
-	MaxOutboundBytes int           // unsent bytes before a slow consumer is closed
-	HandshakeTimeout time.Duration // from accept to a complete upgrade request
-	PingInterval     time.Duration // silence after which the server pings
-	IdleTimeout      time.Duration // silence after which the connection is closed
-	Logger           *slog.Logger
+	Addr              string        // host:port to listen on
+	Loops             int           // event loops; default one per CPU
+	MaxConnections    int           // connections accepted at once; more get HTTP 503
+	MaxMessageSize    int           // bytes in one message, fragments included (1009 beyond)
+	MaxOutboundBytes  int           // unsent bytes before a slow consumer is closed
+	MaxRequestedBytes int           // asked-for bytes (WriteRequested) allowed above MaxOutboundBytes while read; default 4x
+	HandshakeTimeout  time.Duration // from accept to a complete upgrade request
+	PingInterval      time.Duration // silence after which the server pings
+	IdleTimeout       time.Duration // silence after which the connection is closed
+	Logger            *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
 	// posted to a loop and its frames being written: once per message per
 	// loop, never per recipient.
@@ -48,6 +49,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxOutboundBytes <= 0 {
 		c.MaxOutboundBytes = 4 << 20
+	}
+	if c.MaxRequestedBytes <= 0 {
+		c.MaxRequestedBytes = 4 * c.MaxOutboundBytes
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second

@@ -49,6 +49,19 @@ func (h *echoHandler) Message(c *Conn, msg []byte) {
 		for range n {
 			c.Send(chunk) // through the inbox, as fan-out does
 		}
+	case bytes.HasPrefix(msg, []byte("burst:")):
+		// A burst the client asked for, as a replay or history answer is.
+		n, _ := strconv.Atoi(string(msg[len("burst:"):]))
+		chunk := TextFrame(bytes.Repeat([]byte("b"), 16<<10))
+		for range n {
+			c.WriteRequested(chunk)
+		}
+	case bytes.HasPrefix(msg, []byte("burstsend:")):
+		n, _ := strconv.Atoi(string(msg[len("burstsend:"):]))
+		chunk := TextFrame(bytes.Repeat([]byte("s"), 16<<10))
+		for range n {
+			c.SendRequested(chunk)
+		}
 	default:
 		c.Write(TextFrame(msg))
 	}
@@ -245,6 +258,68 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	_, _ = other.Write(clientFrame(true, ws.OpText, []byte("ok")))
 	if got := readText(t, otherR); got != "ok" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// A client that asks for far more than MaxOutboundBytes and reads it is not
+// a slow consumer.
+func TestRequestedBurstIsNotCut(t *testing.T) {
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 64 << 20}, &echoHandler{})
+	c, br := dialWS(t, s)
+	// 8 MiB written on the loop in one callback, 8 MiB more through the inbox.
+	_, _ = c.Write(clientFrame(true, ws.OpText, []byte("burst:512")))
+	_, _ = c.Write(clientFrame(true, ws.OpText, []byte("burstsend:512")))
+	counts := map[byte]int{}
+	for range 1024 {
+		counts[readText(t, br)[0]]++
+	}
+	if counts['b'] != 512 || counts['s'] != 512 {
+		t.Fatalf("got %v frames, want 512 of each", counts)
+	}
+	if n := s.Stats().SlowConsumers; n != 0 {
+		t.Fatalf("%d slow consumers", n)
+	}
+}
+
+// Asking for a burst does not protect a client that stops reading: the live
+// traffic behind it still counts at once.
+func TestRequestedBurstThenStopReadingIsCut(t *testing.T) {
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 64 << 20}, &echoHandler{})
+	slow, _ := dialWS(t, s)
+	other, otherR := dialWS(t, s)
+	_, _ = slow.Write(clientFrame(true, ws.OpText, []byte("burst:512")))
+	// Live traffic towards a client that never reads: each flood is 1 MiB.
+	deadline := time.Now().Add(10 * time.Second)
+	floods := 0
+	for s.Stats().SlowConsumers == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not cut after %d MiB of live traffic", floods)
+		}
+		if floods < 64 {
+			if _, err := slow.Write(clientFrame(true, ws.OpText, []byte("flood:64"))); err == nil {
+				floods++
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("cut after %d MiB of live traffic", floods)
+	_, _ = other.Write(clientFrame(true, ws.OpText, []byte("ok")))
+	if got := readText(t, otherR); got != "ok" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// A request bigger than the allowance is a slow consumer, as before.
+func TestRequestedBurstOverCapIsCut(t *testing.T) {
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 1 << 20}, &echoHandler{})
+	c, _ := dialWS(t, s)
+	_, _ = c.Write(clientFrame(true, ws.OpText, []byte("burst:512")))
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().SlowConsumers == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an 8 MiB request over a 1 MiB allowance was not cut")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -40,12 +40,12 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 type busCollector struct {
 	src Source
 
-	activeClients, clients, rooms, channels, wsConns, telConns                *prometheus.Desc
-	received, sent, errors, uptime, memory, ready, draining, buildInfo        *prometheus.Desc
-	commands, commandErrors, storageWrites, storageErrors, storageDegraded    *prometheus.Desc
-	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive *prometheus.Desc
-	limitRefusals, panics                                                     *prometheus.Desc
-	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote *prometheus.Desc
+	activeClients, clients, rooms, channels, wsConns, telConns                                *prometheus.Desc
+	received, sent, errors, uptime, memory, ready, draining, buildInfo                        *prometheus.Desc
+	commands, commandErrors, storageWrites, storageErrors, storageDegraded                    *prometheus.Desc
+	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive                 *prometheus.Desc
+	limitRefusals, panics                                                                     *prometheus.Desc
+	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote, clusterRefused *prometheus.Desc
 }
 
 func newBusCollector(src Source) *busCollector {
@@ -81,8 +81,9 @@ func newBusCollector(src Source) *busCollector {
 		clusterReachable: desc("arqonbus_cluster_reachable", "1 while events cross nodes, 0 while Redis is unreachable (clustered nodes only)."),
 		clusterEvents: desc("arqonbus_cluster_events_total", "Events by way: published through Redis, received from it, "+
 			"local_only (Redis unreachable) and uncertain (its way failed midway), both routed on this node only.", "way"),
-		clusterGaps:   desc("arqonbus_cluster_gaps_total", "Catch-ups that found history trimmed before this node read it."),
-		clusterRemote: desc("arqonbus_cluster_remote_sends_total", "Private messages, commands and answers sent to other nodes, by outcome.", "outcome"),
+		clusterGaps:    desc("arqonbus_cluster_gaps_total", "Catch-ups that found history trimmed before this node read it."),
+		clusterRemote:  desc("arqonbus_cluster_remote_sends_total", "Private messages, commands and answers sent to other nodes, by outcome.", "outcome"),
+		clusterRefused: desc("arqonbus_cluster_queue_refused_total", "Publishes and messages to other nodes refused because too much was waiting for Redis."),
 	}
 }
 
@@ -92,7 +93,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
 		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.limitRefusals, c.panics,
-		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote,
+		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote, c.clusterRefused,
 	} {
 		ch <- d
 	}
@@ -160,6 +161,7 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.clusterGaps, cl.Gaps)
 		counter(c.clusterRemote, cl.RemoteSends-min(cl.RemoteFailures, cl.RemoteSends), "sent")
 		counter(c.clusterRemote, cl.RemoteFailures, "failed")
+		counter(c.clusterRefused, cl.QueueRefused)
 	}
 }
 

@@ -101,6 +101,7 @@ type ClusterState struct {
 	Gaps            uint64 `json:"gaps"`
 	RemoteSends     uint64 `json:"remote_sends"`
 	RemoteFailures  uint64 `json:"remote_failures"`
+	QueueRefused    uint64 `json:"queue_refused"` // refused: too much was waiting for Redis
 }
 
 // ClusterNode is one live node.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -198,10 +199,11 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 
 // ClientOption is how ArqonBus connects to the Redis at url (a redis:// URL of a standalone Redis or of
 // any node of a Redis Cluster): no client-side cache, one second to connect, writes bounded.
-func ClientOption(url string) (rueidis.ClientOption, error) {
-	copt, err := rueidis.ParseURL(url)
+func ClientOption(redisURL string) (rueidis.ClientOption, error) {
+	copt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
-		return copt, fmt.Errorf("redis url %q: %w", redactURL(url), err)
+		// Not wrapped: rueidis's error quotes the URL, password included.
+		return copt, fmt.Errorf("redis url %q is not a valid redis:// URL", redactURL(redisURL))
 	}
 	copt.DisableCache = true
 	if copt.Dialer.Timeout == 0 {
@@ -220,13 +222,14 @@ func hashString(s string) uint32 { // FNV-1a
 	return h
 }
 
-func redactURL(u string) string {
-	if at := strings.LastIndexByte(u, '@'); at >= 0 {
-		if i := strings.Index(u, "://"); i >= 0 && i < at {
-			return u[:i+3] + "***" + u[at:]
-		}
+// redactURL hides a URL's password for logs and errors; a URL that does not parse is not echoed at
+// all, since where its password would be is unknown.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
 	}
-	return u
+	return u.Redacted()
 }
 
 func (s *Redis) getClient() rueidis.Client {

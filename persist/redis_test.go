@@ -680,3 +680,14 @@ func TestRedisConnectionKilledMidBatch(t *testing.T) {
 		t.Fatalf("%d writes failed", failCount)
 	}
 }
+
+func TestRedisURLNeverLeaksPassword(t *testing.T) {
+	for _, u := range []string{"redis://:s3cret@127.0.0.1:6379/0", "redis://user:s3cret@h:6379", "redis://:s3cret@h:notaport", "::s3cret@@"} {
+		if got := redactURL(u); strings.Contains(got, "s3cret") {
+			t.Errorf("redactURL(%q) = %q", u, got)
+		}
+	}
+	if _, err := ClientOption("redis://:s3cret@h:notaport"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("ClientOption error = %v, want one without the password", err)
+	}
+}

@@ -37,6 +37,7 @@ type config struct {
 	MaxConnections    int
 	MaxMessageSize    int
 	MaxOutboundBytes  int
+	MaxRequestedBytes int
 	MaxViolations     int
 	HandshakeTimeout  time.Duration
 	PingInterval      time.Duration
@@ -84,6 +85,7 @@ func (c *config) options() []option {
 		{"max-connections", "0", "client connections at once (0: the file limit less a margin)", intRange(&c.MaxConnections, 0, 1<<24)},
 		{"max-message-size", "1048576", "largest message in bytes (close 1009 beyond)", intRange(&c.MaxMessageSize, 256, 64<<20)},
 		{"max-outbound-bytes", "4194304", "unsent bytes per connection before a slow consumer is closed", intRange(&c.MaxOutboundBytes, 64<<10, 1<<30)},
+		{"max-requested-bytes", "0", "unsent bytes of replays and history answers a client asked for, allowed on top of --max-outbound-bytes while it reads them (0: four times --max-outbound-bytes)", intRange(&c.MaxRequestedBytes, 0, 1<<32)},
 		{"max-violations", "10", "protocol violations allowed per minute before close 1008", intRange(&c.MaxViolations, 1, 1<<20)},
 		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
 		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
@@ -164,6 +166,14 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	}
 	if c.Cluster == "true" && c.Storage != "redis" {
 		return nil, fmt.Errorf("invalid %s: nodes form one bus through Redis, and storage is %s (set it to redis)", source["cluster"], c.Storage)
+	}
+	if c.MaxMessageSize > c.MaxOutboundBytes {
+		// A message the bus accepts must fit a recipient's backlog, or relaying
+		// it would cut every recipient as a slow consumer.
+		return nil, fmt.Errorf("invalid %s: must not exceed %s", source["max-message-size"], source["max-outbound-bytes"])
+	}
+	if c.MaxRequestedBytes == 0 {
+		c.MaxRequestedBytes = 4 * c.MaxOutboundBytes
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = defaultMaxConnections()

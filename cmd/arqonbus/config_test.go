@@ -24,6 +24,13 @@ func TestConfigPrecedence(t *testing.T) {
 	if c.Port != 9200 || c.HTTPPort != 8081 || c.IdleTimeout != 90*time.Second {
 		t.Fatalf("flag over env over default: %+v", c)
 	}
+	if c.MaxRequestedBytes != 4*c.MaxOutboundBytes {
+		t.Fatalf("max requested bytes %d, want four times %d", c.MaxRequestedBytes, c.MaxOutboundBytes)
+	}
+	c, err = parseConfig([]string{"--max-message-size", "65536", "--max-outbound-bytes", "65536"}, env(map[string]string{"ARQONBUS_MAX_REQUESTED_BYTES": "1000000"}), io.Discard)
+	if err != nil || c.MaxRequestedBytes != 1000000 {
+		t.Fatalf("equal message size and backlog, explicit requested bytes: %+v %v", c, err)
+	}
 }
 
 func TestConfigBadValueNamesTheOption(t *testing.T) {
@@ -42,6 +49,9 @@ func TestConfigBadValueNamesTheOption(t *testing.T) {
 		{[]string{"--cluster-node-ttl", "500ms"}, nil, "--cluster-node-ttl"},
 		{nil, map[string]string{"ARQONBUS_REDIS_URL": "http://x"}, "ARQONBUS_REDIS_URL"},
 		{nil, map[string]string{"ARQONBUS_STORAGE": "disk"}, "ARQONBUS_STORAGE"},
+		{[]string{"--max-message-size", "8388608"}, nil, "--max-outbound-bytes"}, // a message must fit a backlog
+		{nil, map[string]string{"ARQONBUS_MAX_OUTBOUND_BYTES": "524288"}, "--max-message-size"},
+		{[]string{"--max-requested-bytes", "-1"}, nil, "--max-requested-bytes"},
 	}
 	for _, tc := range cases {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)

@@ -154,16 +154,17 @@ func run(cfg *config) error {
 	latency := n.http.RoutingLatency()
 	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	n.clients = engine.New(engine.Config{
-		Addr:             addr,
-		Loops:            cfg.Loops,
-		MaxConnections:   cfg.MaxConnections,
-		MaxMessageSize:   cfg.MaxMessageSize,
-		MaxOutboundBytes: cfg.MaxOutboundBytes,
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		PingInterval:     cfg.PingInterval,
-		IdleTimeout:      cfg.IdleTimeout,
-		Logger:           n.log,
-		OnRouted:         func(d time.Duration) { latency.Observe(d.Seconds()) },
+		Addr:              addr,
+		Loops:             cfg.Loops,
+		MaxConnections:    cfg.MaxConnections,
+		MaxMessageSize:    cfg.MaxMessageSize,
+		MaxOutboundBytes:  cfg.MaxOutboundBytes,
+		MaxRequestedBytes: cfg.MaxRequestedBytes,
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		PingInterval:      cfg.PingInterval,
+		IdleTimeout:       cfg.IdleTimeout,
+		Logger:            n.log,
+		OnRouted:          func(d time.Duration) { latency.Observe(d.Seconds()) },
 	}, n.bus)
 	n.bus.AttachEngine(n.clients)
 	telAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.TelemetryPort))
@@ -457,7 +458,7 @@ func (n *node) clusterState() *ops.ClusterState {
 	cs := &ops.ClusterState{
 		Reachable: st.Reachable, EventsPublished: st.EventsPublished, EventsReceived: st.EventsReceived,
 		LocalOnly: st.LocalOnly, Uncertain: st.Uncertain, Gaps: st.Gaps, RemoteSends: st.RemoteSends,
-		RemoteFailures: st.RemoteFailures, Nodes: []ops.ClusterNode{},
+		RemoteFailures: st.RemoteFailures, QueueRefused: st.QueueRefused, Nodes: []ops.ClusterNode{},
 	}
 	for _, nd := range nodes {
 		cs.Nodes = append(cs.Nodes, ops.ClusterNode{NodeID: nd.NodeID, Clients: nd.Clients, Started: nd.Started, Self: nd.Self})
