@@ -39,6 +39,11 @@ type Config struct {
 	MaxPendingCommands        int     // commands one client may have in flight to handlers
 	CommandTimeout            time.Duration
 	MaxBlockingCommands       int // commands waiting on storage at once
+	// AnswerBytes bounds one join_channel replay and one history answer, in bytes (at least one entry
+	// goes): what is left out is paged with history. Half the outbound bound keeps a client that asked
+	// for a lot from being cut as a slow consumer (the engine's allowance for requested frames takes
+	// the rest). Default 2 MiB.
+	AnswerBytes int
 
 	// Store keeps history (default: memory rings of 500). With SyncAcks an
 	// event's ack waits until the store has it.
@@ -93,6 +98,9 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 	if cfg.MaxPendingCommands <= 0 {
 		cfg.MaxPendingCommands = 100
 	}
+	if cfg.AnswerBytes <= 0 {
+		cfg.AnswerBytes = 2 << 20
+	}
 	if cfg.MaxBlockingCommands <= 0 {
 		cfg.MaxBlockingCommands = 256
 	}
@@ -110,7 +118,7 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 	b.store = cfg.Store
 	b.tel = cfg.Telemetry
 	b.builtins = commands.Builtins(historyReader{b})
-	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, Status: b.status, Replayer: replayer{b}, Events: events{b}, NodeID: cfg.NodeID}
+	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, AnswerBytes: cfg.AnswerBytes, Status: b.status, Replayer: replayer{b}, Events: events{b}, NodeID: cfg.NodeID}
 	b.broker = solo{b}
 	if cfg.Clustered {
 		b.mesh = newMesh(b)

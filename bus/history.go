@@ -177,6 +177,9 @@ func toQuery(limit int, since, until string) (persist.Query, *codec.Error) {
 // store keeps of each channel's newest history.
 type replayer struct{ b *Bus }
 
+// Replay runs on c's loop (join_channel is not Blocking): its frames are
+// written at once, ahead of any live event, as frames c asked for (the
+// engine does not count them as a slow consumer's backlog while c reads).
 func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *commands.ReplayResult, *codec.Error) {
 	q, cerr := toQuery(persist.MaxLimit, since, "")
 	if cerr != nil {
@@ -188,15 +191,37 @@ func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *
 		// and the join, so the replay and live delivery meet without a gap
 		// or a duplicate.
 		entries, complete := r.b.store.Recent(stateOf(ch).name, q)
-		for _, e := range entries {
-			c.Send(engine.TextFrame(e.Data))
+		// The newest entries that fit the answer budget go; the older rest is left to history
+		// (omitted_until), so that the seam with live delivery stays exact.
+		from := newestWithin(entries, r.b.cfg.AnswerBytes)
+		if from > 0 {
+			res.OmittedUntil = entries[from-1].Position.String()
+			complete = false
 		}
-		res.Replayed = len(entries)
+		for _, e := range entries[from:] {
+			c.WriteRequested(engine.TextFrame(e.Data))
+		}
+		res.Replayed = len(entries) - from
 		res.Complete = complete
 		if n := len(entries); n > 0 {
 			res.Last = entries[n-1].Position.String()
 		}
 	}, res, nil
+}
+
+// newestWithin is the index of the oldest of entries' newest run that fits in budget bytes of frames
+// (at least one entry).
+func newestWithin(entries []persist.Entry, budget int) int {
+	from, size := len(entries), 0
+	for from > 0 {
+		n := len(entries[from-1].Data) + engine.HeaderRoom
+		if from < len(entries) && size+n > budget {
+			break
+		}
+		size += n
+		from--
+	}
+	return from
 }
 
 // SeedClock makes ch's next positions follow last (the newest position its

@@ -203,7 +203,7 @@ func (m *mesh) Inbox(raw []byte) {
 		m.serveCommand(&in)
 	case peerResponse:
 		if f := m.b.pending.ResolveRemote(commands.RemoteHandlerName(in.from, in.handler), in.client, in.req); f != nil && !f.Requester.Closed() {
-			f.Requester.Send(engine.TextFrame(in.body))
+			f.Requester.SendRequested(engine.TextFrame(in.body))
 		}
 	case peerCommandFailed:
 		m.commandFailed(commands.RemoteHandlerName(in.from, in.handler), in.client, in.req, codec.NewError(in.code, string(in.body)))

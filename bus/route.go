@@ -224,7 +224,7 @@ func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Reque
 			b.sendErrorTo(conn, req.Env.Room, req.Env.Channel, req.Env.ID, cerr)
 			return
 		}
-		conn.Send(b.responseFrame(req.Env, result))
+		conn.SendRequested(b.responseFrame(req.Env, result))
 	}()
 }
 
@@ -276,7 +276,7 @@ func (b *Bus) commandResponse(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	if !f.Requester.Closed() {
-		f.Requester.Send(engine.TextFrame(msg))
+		f.Requester.SendRequested(engine.TextFrame(msg)) // an answer the requester asked for
 	}
 }
 
@@ -357,9 +357,10 @@ func (b *Bus) errorFrame(room, channel string, e *codec.Error) []byte {
 	return engine.FinishText(buf)
 }
 
-// respond writes a successful command_response to env with result (raw JSON).
+// respond writes a successful command_response to env with result (raw JSON): an answer the client
+// asked for, not counted as a slow consumer's backlog while it reads.
 func (b *Bus) respond(s *session, env *codec.Envelope, result []byte) {
-	s.conn.Write(b.responseFrame(env, result))
+	s.conn.WriteRequested(b.responseFrame(env, result))
 }
 
 func (b *Bus) responseFrame(env *codec.Envelope, result []byte) []byte {

@@ -42,7 +42,8 @@ func joinChannelCommand() *Command {
 			"room": "room, or \"room:channel\" (default: the envelope's)", "channel": "channel (default: the envelope's)",
 			"filter":  "object of metadata key/value pairs: receive only events whose metadata (or payload.metadata) match all",
 			"handles": "array of command names this client serves for the channel",
-			"since":   "a history position (or RFC 3339 time): first replay what was published after it, then go live",
+			"since": "a history position (or RFC 3339 time): first replay what was published after it, then go live; " +
+				"a replay too big to send at once keeps the newest part and says omitted_until (history since..until pages through the rest)",
 		},
 		Run: func(d *Deps, c Caller, r *Request) ([]byte, *codec.Error) {
 			var p joinParams

@@ -35,6 +35,8 @@ type Caller interface {
 type Deps struct {
 	Hub              *fanout.Hub
 	MaxSubscriptions int
+	// AnswerBytes bounds a history answer in bytes (at least one entry); 0: no bound.
+	AnswerBytes int
 	// Status returns the status command's result (the bus knows its counters).
 	Status func() any
 	// Events reports membership and channel changes (telemetry); may be nil.
@@ -66,9 +68,13 @@ type Replayer interface {
 type ReplayResult struct {
 	Replayed int    `json:"replayed"`
 	Last     string `json:"last_position,omitempty"`
-	// Complete is false when history older than what is kept was asked for:
-	// some missed messages are gone.
+	// Complete is false when the replay lacks some of what was missed: history older than what is
+	// kept was asked for (gone), or the oldest part was left out for its size (OmittedUntil).
 	Complete bool `json:"complete"`
+	// OmittedUntil, when set, is the newest position left out of the replay because the whole would
+	// have been too big to send at once: history with since (the join's) and until (this) pages
+	// through what was left out, which comes just before the first replayed event.
+	OmittedUntil string `json:"omitted_until,omitempty"`
 }
 
 // Events hears about what commands change. Implementations must not block.

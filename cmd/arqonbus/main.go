@@ -128,6 +128,7 @@ func run(cfg *config) error {
 		MaxSubscriptions:   cfg.MaxSubscriptions,
 		MaxPendingCommands: cfg.MaxPending,
 		CommandTimeout:     cfg.CommandTimeout,
+		AnswerBytes:        cfg.MaxOutboundBytes / 2,
 		Store:              n.store,
 		SyncAcks:           cfg.Persist == "sync",
 		Telemetry:          n.tel,
