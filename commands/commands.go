@@ -116,6 +116,15 @@ type Set struct {
 // Get returns the built-in called name, or nil.
 func (s *Set) Get(name string) *Command { return s.byName[name] }
 
+// Names lists the built-ins, in help's order.
+func (s *Set) Names() []string {
+	out := make([]string, len(s.order))
+	for i, c := range s.order {
+		out[i] = c.Name
+	}
+	return out
+}
+
 func (s *Set) add(cmds ...*Command) {
 	if s.byName == nil {
 		s.byName = make(map[string]*Command)
