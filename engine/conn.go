@@ -38,6 +38,11 @@ type Conn struct {
 	pendingN int
 	dirty    bool // in loop.dirty
 
+	// Loop clock of the first byte of the frame in progress and of the first
+	// fragment of the message in progress (0: none), for the frame deadline.
+	frameStarted   int64
+	messageStarted int64
+
 	// Requested bytes: frames the client asked for (a replay, a history
 	// answer) may exceed the slow-consumer bound while the socket drains them.
 	// granted is how many of them may still sit in gnet's outbound buffer (an

@@ -30,6 +30,7 @@ type Config struct {
 	HandshakeTimeout  time.Duration // from accept to a complete upgrade request
 	PingInterval      time.Duration // silence after which the server pings
 	IdleTimeout       time.Duration // silence after which the connection is closed
+	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
 	Logger            *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
 	// posted to a loop and its frames being written: once per message per
@@ -61,6 +62,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		// Shorter than the idle timeout, so trickling bytes cannot hold a
+		// connection longer than silence could; long enough that a link of
+		// 35 KB/s still sends a 1 MiB message.
+		c.FrameTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -315,14 +322,32 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.state == stateHandshake && !s.handshake(c) {
 		return gnet.None
 	}
-	buf, _ := gc.Peek(-1)
-	n, cerr := c.reader.feed(buf, c)
-	if n > 0 { // Discard(0) would drop everything, partial frame included
-		_, _ = gc.Discard(n)
+	// While the frame in progress is not all here, do not look at it: Peek
+	// copies the buffer when it wraps, and a frame trickled in over many
+	// reads would be copied once per read.
+	if gc.InboundBuffered() >= c.reader.need() {
+		buf, _ := gc.Peek(-1)
+		n, cerr := c.reader.feed(buf, c)
+		if n > 0 { // Discard(0) would drop everything, partial frame included
+			_, _ = gc.Discard(n)
+			c.frameStarted = 0
+		}
+		if cerr != nil {
+			s.stats.protocolClose.Add(1)
+			c.closeWith(cerr.code, cerr.reason)
+			return gnet.None
+		}
 	}
-	if cerr != nil {
-		s.stats.protocolClose.Add(1)
-		c.closeWith(cerr.code, cerr.reason)
+	// The frame deadline runs from the first byte of a frame that did not
+	// complete in this read, and from the first fragment of a message.
+	if c.frameStarted == 0 && gc.InboundBuffered() > 0 {
+		c.frameStarted = c.lastSeen
+	}
+	switch {
+	case !c.reader.inFrag:
+		c.messageStarted = 0
+	case c.messageStarted == 0:
+		c.messageStarted = c.lastSeen
 	}
 	return gnet.None
 }
@@ -397,12 +422,13 @@ func (s *Server) handshake(c *Conn) bool {
 	return !c.closing
 }
 
-// OnTick sweeps each loop's connections for handshake deadlines, pings and
-// idle timeouts. It runs on its own goroutine, so the sweep is posted to the
+// OnTick sweeps each loop's connections for handshake and frame deadlines,
+// pings and idle timeouts. It runs on its own goroutine, so the sweep is posted to the
 // loops.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	now := s.clock()
 	hs, ping, idle := int64(s.cfg.HandshakeTimeout), int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout)
+	frameDeadline := now - int64(s.cfg.FrameTimeout)
 	pingFrame := AppendFrame(nil, ws.OpPing, nil)
 	s.loopsMu.RLock()
 	for _, l := range s.loops {
@@ -414,6 +440,10 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 			case c.state == stateHandshake && now-c.opened > hs:
 				c.abort()
 			case c.state != stateOpen:
+			case c.frameStarted != 0 && c.frameStarted < frameDeadline,
+				c.messageStarted != 0 && c.messageStarted < frameDeadline:
+				s.stats.protocolClose.Add(1)
+				c.closeWith(ClosePolicyViolation, "frame timeout")
 			case now-c.lastSeen > idle:
 				c.closeWith(CloseGoingAway, "idle timeout")
 			case now-c.lastSeen > ping && !c.pinged:

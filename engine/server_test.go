@@ -374,3 +374,41 @@ func BenchmarkDeliverDrain(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*800), "ns/delivery")
 }
+
+// A frame, or a fragmented message, that does not complete within the frame
+// deadline closes its connection with 1008, however steadily bytes arrive.
+func TestFrameDeadline(t *testing.T) {
+	s := startServer(t, Config{FrameTimeout: time.Second}, &echoHandler{})
+	for _, tc := range []struct {
+		name  string
+		start []byte
+		more  []byte
+	}{
+		{"frame", rawHeader(0x81, 0x80|126, []byte{0x10, 0x00}, true), []byte("x")},
+		{"message", clientFrame(false, ws.OpText, []byte("x")), clientFrame(false, ws.OpContinuation, []byte("x"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := dialWS(t, s)
+			_, _ = c.Write(tc.start)
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					select {
+					case <-done:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					if _, err := c.Write(tc.more); err != nil {
+						return
+					}
+				}
+			}()
+			start := time.Now()
+			expectClose(t, br, ClosePolicyViolation)
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("closed after %v, want about 1 s", d)
+			}
+		})
+	}
+}

@@ -42,6 +42,7 @@ type config struct {
 	HandshakeTimeout  time.Duration
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
+	FrameTimeout      time.Duration
 	ShutdownTimeout   time.Duration
 	ReplaceDuplicate  bool
 	AutoCreate        bool
@@ -90,6 +91,7 @@ func (c *config) options() []option {
 		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
 		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
 		{"idle-timeout", "60s", "silence after which a client is disconnected", duration(&c.IdleTimeout)},
+		{"frame-timeout", "30s", "time from a frame's (or fragmented message's) first byte to its last before close 1008", duration(&c.FrameTimeout)},
 		{"shutdown-timeout", "10s", "deadline for a graceful shutdown", duration(&c.ShutdownTimeout)},
 		{"replace-duplicate", "false", "a new connection with a live client id replaces the old one", boolean(&c.ReplaceDuplicate)},
 		{"auto-create", "true", "join_channel creates missing channels", boolean(&c.AutoCreate)},

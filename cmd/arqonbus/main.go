@@ -163,6 +163,7 @@ func run(cfg *config) error {
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		PingInterval:      cfg.PingInterval,
 		IdleTimeout:       cfg.IdleTimeout,
+		FrameTimeout:      cfg.FrameTimeout,
 		Logger:            n.log,
 		OnRouted:          func(d time.Duration) { latency.Observe(d.Seconds()) },
 	}, n.bus)
@@ -176,6 +177,7 @@ func run(cfg *config) error {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		PingInterval:     cfg.PingInterval,
 		IdleTimeout:      cfg.IdleTimeout,
+		FrameTimeout:     cfg.FrameTimeout,
 		Logger:           n.log,
 	}, n.tel.WSHandler(cfg.TelemetryMaxConnections))
 
