@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -255,5 +256,77 @@ func TestFrameDeadline(t *testing.T) {
 	ctx := testCtx(t, 5*time.Second)
 	if _, err := witness.Command(ctx, "science", "general", "ping", nil); err != nil {
 		t.Errorf("witness broken after the tricklers: %v", err)
+	}
+}
+
+// sendThenClose writes all of b at once, as a client sending a large message
+// does before it reads again, then reads until the server's close frame,
+// answers it, and reads on. It returns the close code and how the exchange
+// went otherwise: the write must not be reset, and the connection must end
+// with the server's FIN, not a reset that could have cost the client the close
+// frame.
+func sendThenClose(t *testing.T, c *rawConn, b []byte) (ws.StatusCode, error) {
+	t.Helper()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, werr := c.nc.Write(b)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, p, err := c.readFrame(time.Until(deadline))
+		if err != nil {
+			return 0, fmt.Errorf("before the close frame: %w (write: %v)", err, werr)
+		}
+		if h.OpCode != ws.OpClose {
+			continue
+		}
+		code := ws.StatusNoStatusRcvd
+		if len(p) >= 2 {
+			code, _ = ws.ParseCloseFrameData(p)
+		}
+		if werr != nil {
+			return code, fmt.Errorf("write: %w", werr)
+		}
+		_, _ = c.nc.Write(frame(ws.OpClose, true, true, ws.NewCloseFrameBody(code, "")))
+		_ = c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, c.br)
+		if err == nil && n > 0 {
+			err = fmt.Errorf("%d bytes after the close frame", n)
+		}
+		return code, err
+	}
+}
+
+// TestRefusedStreamGetsItsCloseCode: a client still sending when the server
+// refuses it (a message too big, refused on its header while its payload
+// streams in; a stream of garbage) reads the close code from the close frame,
+// and the connection then ends cleanly: the server used to close the socket
+// with unread input, so the kernel sent a reset and the client saw 1006.
+// Other clients are unaffected.
+func TestRefusedStreamGetsItsCloseCode(t *testing.T) {
+	s := startServer(t)
+	witness := dial(t, s, client.WithClientID("refused_witness"))
+	const size = 8 << 20
+	tooBig := append(declaredFrameHeader(ws.OpText, true, size), strings.Repeat("p", size)...)
+	garbage := []byte(strings.Repeat("\xc1\x7f", size/2)) // reserved bits set: a protocol error
+	for i := range 3 {
+		t.Run(fmt.Sprintf("too big %d", i), func(t *testing.T) {
+			c := rawDial(t, s, fmt.Sprintf("refused_big_%d", i), nil)
+			c.expectWelcome()
+			code, err := sendThenClose(t, c, tooBig)
+			if code != ws.StatusMessageTooBig || err != nil {
+				t.Errorf("close code %d (%v); want %d and a clean end of stream", code, err, ws.StatusMessageTooBig)
+			}
+		})
+		t.Run(fmt.Sprintf("garbage %d", i), func(t *testing.T) {
+			c := rawDial(t, s, fmt.Sprintf("refused_garbage_%d", i), nil)
+			c.expectWelcome()
+			code, err := sendThenClose(t, c, garbage)
+			if code != ws.StatusProtocolError || err != nil {
+				t.Errorf("close code %d (%v); want %d and a clean end of stream", code, err, ws.StatusProtocolError)
+			}
+		})
+	}
+	ctx := testCtx(t, 5*time.Second)
+	if _, err := witness.Command(ctx, "science", "general", "ping", nil); err != nil {
+		t.Errorf("witness broken after the refused streams: %v", err)
 	}
 }

@@ -368,7 +368,7 @@ func (s *Server) handshake(c *Conn) bool {
 		if len(buf) > maxRequestBytes {
 			c.closing = true
 			_, _ = c.gc.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
-			_ = c.gc.Close()
+			c.linger()
 		}
 		return false
 	}
@@ -414,7 +414,7 @@ func (s *Server) handshake(c *Conn) bool {
 	if err != nil {
 		c.closing = true
 		c.flush()
-		_ = c.gc.Close()
+		c.linger()
 		return false
 	}
 	c.state = stateOpen
@@ -434,6 +434,9 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	for _, l := range s.loops {
 		_ = l.forEachConn(func(c *Conn) {
 			if c.closing {
+				if c.lingerUntil != 0 {
+					c.lingerTick(now)
+				}
 				return
 			}
 			switch {

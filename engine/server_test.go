@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -410,5 +411,50 @@ func TestFrameDeadline(t *testing.T) {
 				t.Fatalf("closed after %v, want about 1 s", d)
 			}
 		})
+	}
+}
+
+// A client still sending when its frame is refused gets the close frame and
+// then the server's FIN, not a reset: the server stops reading and lingers
+// instead of closing a socket with unread input.
+func TestRefusedFrameClosesWithoutReset(t *testing.T) {
+	s := startServer(t, Config{MaxMessageSize: 1 << 10}, &echoHandler{})
+	c, br := dialWS(t, s)
+	big := append(rawHeader(0x81, 0x80|127, binary.BigEndian.AppendUint64(nil, 8<<20), true), make([]byte, 8<<20)...)
+	if _, err := c.Write(big); err != nil {
+		t.Fatalf("write reset: %v", err)
+	}
+	expectClose(t, br, CloseTooBig)
+	_, _ = c.Write(clientFrame(true, ws.OpClose, []byte{0x03, 0xf1}))
+	if n, err := io.Copy(io.Discard, br); err != nil || n != 0 {
+		t.Fatalf("after the close frame: %d bytes, %v; want a clean end of stream", n, err)
+	}
+	// Once the peer closes, so does the server: at once, not after the linger.
+	c.Close()
+	deadline := time.Now().Add(time.Second)
+	for s.Stats().Connections != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open after the peer closed", s.Stats().Connections)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A peer that never closes after the server's close is dropped after the
+// linger.
+func TestLingerEnds(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	c, br := dialWS(t, s)
+	_, _ = c.Write([]byte{0xc1, 0x80, 0, 0, 0, 0}) // reserved bits
+	expectClose(t, br, CloseProtocolError)
+	start := time.Now()
+	for s.Stats().Connections != 0 {
+		if time.Since(start) > closeLinger+3*time.Second {
+			t.Fatalf("still open %v after the close", time.Since(start))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := time.Since(start); d < closeLinger/2 {
+		t.Fatalf("closed after %v, before the linger", d)
 	}
 }
