@@ -60,6 +60,7 @@ type Conn struct {
 	pendingGranted int
 
 	closed atomic.Bool
+	gapped atomic.Bool // a frame for it was dropped: its loop closes it with 1013
 	remote string
 }
 

@@ -31,6 +31,7 @@ type Config struct {
 	PingInterval      time.Duration // silence after which the server pings
 	IdleTimeout       time.Duration // silence after which the connection is closed
 	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
+	MaxLoopInboxBytes int           // frames queued for one event loop (plus a small cost per delivery); beyond, dropped
 	Logger            *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
 	// posted to a loop and its frames being written: once per message per
@@ -68,6 +69,11 @@ func (c *Config) setDefaults() {
 		// connection longer than silence could; long enough that a link of
 		// 35 KB/s still sends a 1 MiB message.
 		c.FrameTimeout = 30 * time.Second
+	}
+	if c.MaxLoopInboxBytes <= 0 {
+		// Only a stalled or overwhelmed loop comes near it: a drain empties
+		// the inbox every time the loop gets to it.
+		c.MaxLoopInboxBytes = 64 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -115,6 +121,7 @@ type Stats struct {
 	SlowConsumers uint64 // closed for an outbound backlog over the bound
 	ProtocolClose uint64 // closed for a protocol error
 	Panics        uint64 // handler panics recovered
+	InboxDropped  uint64 // frames (one per recipient) dropped because a loop's inbox was full
 }
 
 type counters struct {
@@ -127,6 +134,7 @@ type counters struct {
 	slowConsumers atomic.Uint64
 	protocolClose atomic.Uint64
 	panics        atomic.Uint64
+	inboxDropped  atomic.Uint64
 }
 
 // Server runs the event loops for one listening address.
@@ -247,6 +255,7 @@ func (s *Server) Stats() Stats {
 		SlowConsumers: s.stats.slowConsumers.Load(),
 		ProtocolClose: s.stats.protocolClose.Load(),
 		Panics:        s.stats.panics.Load(),
+		InboxDropped:  s.stats.inboxDropped.Load(),
 	}
 }
 

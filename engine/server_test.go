@@ -241,7 +241,9 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 }
 
 func TestSlowConsumerIsClosed(t *testing.T) {
-	s := startServer(t, Config{MaxOutboundBytes: 256 << 10}, &echoHandler{})
+	// The floods are posted to the loop's own inbox from one callback: an
+	// inbox big enough for them leaves the backlog check to act.
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxLoopInboxBytes: 1 << 30}, &echoHandler{})
 	slow, _ := dialWS(t, s)
 	other, otherR := dialWS(t, s)
 	// 64 MiB towards a client that never reads: the kernel buffers take a few
@@ -285,7 +287,7 @@ func TestRequestedBurstIsNotCut(t *testing.T) {
 // Asking for a burst does not protect a client that stops reading: the live
 // traffic behind it still counts at once.
 func TestRequestedBurstThenStopReadingIsCut(t *testing.T) {
-	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 64 << 20}, &echoHandler{})
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 64 << 20, MaxLoopInboxBytes: 1 << 30}, &echoHandler{})
 	slow, _ := dialWS(t, s)
 	other, otherR := dialWS(t, s)
 	_, _ = slow.Write(clientFrame(true, ws.OpText, []byte("burst:512")))
