@@ -30,6 +30,8 @@ type Config struct {
 	HandshakeTimeout  time.Duration // from accept to a complete upgrade request
 	PingInterval      time.Duration // silence after which the server pings
 	IdleTimeout       time.Duration // silence after which the connection is closed
+	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
+	MaxLoopInboxBytes int           // frames queued for one event loop (plus a small cost per delivery); beyond, dropped
 	Logger            *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
 	// posted to a loop and its frames being written: once per message per
@@ -61,6 +63,17 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		// Shorter than the idle timeout, so trickling bytes cannot hold a
+		// connection longer than silence could; long enough that a link of
+		// 35 KB/s still sends a 1 MiB message.
+		c.FrameTimeout = 30 * time.Second
+	}
+	if c.MaxLoopInboxBytes <= 0 {
+		// Only a stalled or overwhelmed loop comes near it: a drain empties
+		// the inbox every time the loop gets to it.
+		c.MaxLoopInboxBytes = 64 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -108,6 +121,7 @@ type Stats struct {
 	SlowConsumers uint64 // closed for an outbound backlog over the bound
 	ProtocolClose uint64 // closed for a protocol error
 	Panics        uint64 // handler panics recovered
+	InboxDropped  uint64 // frames (one per recipient) dropped because a loop's inbox was full
 }
 
 type counters struct {
@@ -120,6 +134,7 @@ type counters struct {
 	slowConsumers atomic.Uint64
 	protocolClose atomic.Uint64
 	panics        atomic.Uint64
+	inboxDropped  atomic.Uint64
 }
 
 // Server runs the event loops for one listening address.
@@ -240,6 +255,7 @@ func (s *Server) Stats() Stats {
 		SlowConsumers: s.stats.slowConsumers.Load(),
 		ProtocolClose: s.stats.protocolClose.Load(),
 		Panics:        s.stats.panics.Load(),
+		InboxDropped:  s.stats.inboxDropped.Load(),
 	}
 }
 
@@ -315,14 +331,32 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.state == stateHandshake && !s.handshake(c) {
 		return gnet.None
 	}
-	buf, _ := gc.Peek(-1)
-	n, cerr := c.reader.feed(buf, c)
-	if n > 0 { // Discard(0) would drop everything, partial frame included
-		_, _ = gc.Discard(n)
+	// While the frame in progress is not all here, do not look at it: Peek
+	// copies the buffer when it wraps, and a frame trickled in over many
+	// reads would be copied once per read.
+	if gc.InboundBuffered() >= c.reader.need() {
+		buf, _ := gc.Peek(-1)
+		n, cerr := c.reader.feed(buf, c)
+		if n > 0 { // Discard(0) would drop everything, partial frame included
+			_, _ = gc.Discard(n)
+			c.frameStarted = 0
+		}
+		if cerr != nil {
+			s.stats.protocolClose.Add(1)
+			c.closeWith(cerr.code, cerr.reason)
+			return gnet.None
+		}
 	}
-	if cerr != nil {
-		s.stats.protocolClose.Add(1)
-		c.closeWith(cerr.code, cerr.reason)
+	// The frame deadline runs from the first byte of a frame that did not
+	// complete in this read, and from the first fragment of a message.
+	if c.frameStarted == 0 && gc.InboundBuffered() > 0 {
+		c.frameStarted = c.lastSeen
+	}
+	switch {
+	case !c.reader.inFrag:
+		c.messageStarted = 0
+	case c.messageStarted == 0:
+		c.messageStarted = c.lastSeen
 	}
 	return gnet.None
 }
@@ -343,7 +377,7 @@ func (s *Server) handshake(c *Conn) bool {
 		if len(buf) > maxRequestBytes {
 			c.closing = true
 			_, _ = c.gc.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
-			_ = c.gc.Close()
+			c.linger()
 		}
 		return false
 	}
@@ -389,7 +423,7 @@ func (s *Server) handshake(c *Conn) bool {
 	if err != nil {
 		c.closing = true
 		c.flush()
-		_ = c.gc.Close()
+		c.linger()
 		return false
 	}
 	c.state = stateOpen
@@ -397,23 +431,31 @@ func (s *Server) handshake(c *Conn) bool {
 	return !c.closing
 }
 
-// OnTick sweeps each loop's connections for handshake deadlines, pings and
-// idle timeouts. It runs on its own goroutine, so the sweep is posted to the
+// OnTick sweeps each loop's connections for handshake and frame deadlines,
+// pings and idle timeouts. It runs on its own goroutine, so the sweep is posted to the
 // loops.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	now := s.clock()
 	hs, ping, idle := int64(s.cfg.HandshakeTimeout), int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout)
+	frameDeadline := now - int64(s.cfg.FrameTimeout)
 	pingFrame := AppendFrame(nil, ws.OpPing, nil)
 	s.loopsMu.RLock()
 	for _, l := range s.loops {
 		_ = l.forEachConn(func(c *Conn) {
 			if c.closing {
+				if c.lingerUntil != 0 {
+					c.lingerTick(now)
+				}
 				return
 			}
 			switch {
 			case c.state == stateHandshake && now-c.opened > hs:
 				c.abort()
 			case c.state != stateOpen:
+			case c.frameStarted != 0 && c.frameStarted < frameDeadline,
+				c.messageStarted != 0 && c.messageStarted < frameDeadline:
+				s.stats.protocolClose.Add(1)
+				c.closeWith(ClosePolicyViolation, "frame timeout")
 			case now-c.lastSeen > idle:
 				c.closeWith(CloseGoingAway, "idle timeout")
 			case now-c.lastSeen > ping && !c.pinged:

@@ -77,6 +77,7 @@ type Snapshot struct {
 	PersistQueueDepth int    `json:"persist_queue_depth"`
 	TelemetryDropped  uint64 `json:"telemetry_dropped"`
 	SlowConsumers     uint64 `json:"slow_consumers"`
+	LoopInboxDropped  uint64 `json:"loop_inbox_dropped"` // frames dropped by full event-loop inboxes
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`
 

@@ -38,10 +38,12 @@ type config struct {
 	MaxMessageSize    int
 	MaxOutboundBytes  int
 	MaxRequestedBytes int
+	MaxLoopInboxBytes int
 	MaxViolations     int
 	HandshakeTimeout  time.Duration
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
+	FrameTimeout      time.Duration
 	ShutdownTimeout   time.Duration
 	ReplaceDuplicate  bool
 	AutoCreate        bool
@@ -86,10 +88,12 @@ func (c *config) options() []option {
 		{"max-message-size", "1048576", "largest message in bytes (close 1009 beyond)", intRange(&c.MaxMessageSize, 256, 64<<20)},
 		{"max-outbound-bytes", "4194304", "unsent bytes per connection before a slow consumer is closed", intRange(&c.MaxOutboundBytes, 64<<10, 1<<30)},
 		{"max-requested-bytes", "0", "unsent bytes of replays and history answers a client asked for, allowed on top of --max-outbound-bytes while it reads them (0: four times --max-outbound-bytes)", intRange(&c.MaxRequestedBytes, 0, 1<<32)},
+		{"max-loop-inbox-bytes", "67108864", "frames queued for one event loop before new ones are dropped (their recipients are closed with 1013 and resume with since)", intRange(&c.MaxLoopInboxBytes, 1<<20, 1<<36)},
 		{"max-violations", "10", "protocol violations allowed per minute before close 1008", intRange(&c.MaxViolations, 1, 1<<20)},
 		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
 		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
 		{"idle-timeout", "60s", "silence after which a client is disconnected", duration(&c.IdleTimeout)},
+		{"frame-timeout", "30s", "time from a frame's (or fragmented message's) first byte to its last before close 1008", duration(&c.FrameTimeout)},
 		{"shutdown-timeout", "10s", "deadline for a graceful shutdown", duration(&c.ShutdownTimeout)},
 		{"replace-duplicate", "false", "a new connection with a live client id replaces the old one", boolean(&c.ReplaceDuplicate)},
 		{"auto-create", "true", "join_channel creates missing channels", boolean(&c.AutoCreate)},

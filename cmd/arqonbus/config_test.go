@@ -52,6 +52,7 @@ func TestConfigBadValueNamesTheOption(t *testing.T) {
 		{[]string{"--max-message-size", "8388608"}, nil, "--max-outbound-bytes"}, // a message must fit a backlog
 		{nil, map[string]string{"ARQONBUS_MAX_OUTBOUND_BYTES": "524288"}, "--max-message-size"},
 		{[]string{"--max-requested-bytes", "-1"}, nil, "--max-requested-bytes"},
+		{nil, map[string]string{"ARQONBUS_FRAME_TIMEOUT": "0s"}, "ARQONBUS_FRAME_TIMEOUT"},
 	}
 	for _, tc := range cases {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)

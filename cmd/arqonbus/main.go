@@ -163,6 +163,8 @@ func run(cfg *config) error {
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		PingInterval:      cfg.PingInterval,
 		IdleTimeout:       cfg.IdleTimeout,
+		FrameTimeout:      cfg.FrameTimeout,
+		MaxLoopInboxBytes: cfg.MaxLoopInboxBytes,
 		Logger:            n.log,
 		OnRouted:          func(d time.Duration) { latency.Observe(d.Seconds()) },
 	}, n.bus)
@@ -176,6 +178,7 @@ func run(cfg *config) error {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		PingInterval:     cfg.PingInterval,
 		IdleTimeout:      cfg.IdleTimeout,
+		FrameTimeout:     cfg.FrameTimeout,
 		Logger:           n.log,
 	}, n.tel.WSHandler(cfg.TelemetryMaxConnections))
 
@@ -441,6 +444,7 @@ func (n *node) Snapshot() ops.Snapshot {
 		PersistQueueDepth:    h.Backlog,
 		TelemetryDropped:     n.tel.Dropped(),
 		SlowConsumers:        es.SlowConsumers,
+		LoopInboxDropped:     es.InboxDropped + n.telSrv.Stats().InboxDropped,
 		LimitRefusals: map[string]uint64{
 			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
 		},
