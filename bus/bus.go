@@ -117,7 +117,7 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 		b.broker = b.mesh
 		b.deps.Remote = b.mesh
 	}
-	b.pending = commands.NewPending(cfg.CommandTimeout, b.commandTimedOut)
+	b.pending = commands.NewPending(cfg.CommandTimeout, b.commandTimedOut, b.sendToHandler)
 	b.blocking = make(chan struct{}, cfg.MaxBlockingCommands)
 	return b
 }

@@ -32,6 +32,7 @@ func (e events) ChannelDeleted(_ commands.Caller, k fanout.Key) {
 }
 
 func (e events) registry(op func(context.Context) error, k fanout.Key, what string) {
+	defer e.b.recoverOffLoop("channel registry")
 	ctx, cancel := context.WithTimeout(context.Background(), storeWriteTimeout)
 	defer cancel()
 	if err := op(ctx); err != nil {

@@ -62,7 +62,7 @@ func (p *publishing) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 
 // syncAck answers an event sent with metadata.ack in sync mode once both the
 // routing (delivered count) and the store (durable or not) have reported,
-// whichever comes last.
+// whichever comes last, or when the deadline passes first.
 type syncAck struct {
 	b         *Bus
 	conn      *engine.Conn
@@ -71,9 +71,25 @@ type syncAck struct {
 	delivered int
 	err       error
 	arrivals  atomic.Int32
+	answered  atomic.Bool // the one answer was sent (or is being)
+	deadline  *time.Timer
 }
 
-func (a *syncAck) stored(err error) { a.err = err; a.arrive() }
+// newSyncAck waits for env's routing and storage, at most the command
+// timeout: through a Redis outage the store holds the write (and its done)
+// until Redis returns, and a publisher must not wait for that.
+func (b *Bus) newSyncAck(conn *engine.Conn, env *codec.Envelope) *syncAck {
+	a := &syncAck{b: b, conn: conn, env: env}
+	a.deadline = time.AfterFunc(b.cfg.CommandTimeout, a.expire)
+	return a
+}
+
+// stored hears the store's verdict, from a store goroutine (or the loop, for a store in memory).
+func (a *syncAck) stored(err error) {
+	defer a.b.recoverOffLoop("sync ack")
+	a.err = err
+	a.arrive()
+}
 
 func (a *syncAck) routed(delivered int, pos persist.Position) {
 	a.delivered, a.pos = delivered, pos
@@ -81,15 +97,31 @@ func (a *syncAck) routed(delivered int, pos persist.Position) {
 }
 
 func (a *syncAck) arrive() {
-	if a.arrivals.Add(1) < 2 {
+	if a.arrivals.Add(1) < 2 || !a.answered.CompareAndSwap(false, true) {
 		return
 	}
+	a.deadline.Stop()
 	if a.err != nil {
 		a.b.sendErrorTo(a.conn, a.env.Room, a.env.Channel, a.env.ID,
 			codec.Unavailable("routed but not persisted: "+a.err.Error()))
 		return
 	}
 	a.conn.Send(a.b.responseFrame(a.env, ackResult(a.delivered, a.pos, true)))
+}
+
+// expire answers a publisher whose event the store has not made durable in
+// time. The answer is TIMEOUT, not an ack: the event was routed, but it is
+// not known to be persisted (it waits to be written when storage returns,
+// and may be dropped if the outage buffer overflows meanwhile), and an ack
+// in sync mode means persisted. Timer goroutine.
+func (a *syncAck) expire() {
+	defer a.b.recoverOffLoop("sync ack deadline")
+	if !a.answered.CompareAndSwap(false, true) {
+		return
+	}
+	a.b.sendErrorTo(a.conn, a.env.Room, a.env.Channel, a.env.ID, codec.Timeout(
+		"routed, but not persisted within "+a.b.cfg.CommandTimeout.String()+
+			": storage is unreachable; the event is kept to be written when it returns, unless the outage buffer overflows"))
 }
 
 func ackResult(delivered int, pos persist.Position, persisted bool) []byte {

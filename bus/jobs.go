@@ -2,10 +2,7 @@ package bus
 
 import (
 	"context"
-	"fmt"
 	"hash/maphash"
-	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -14,7 +11,8 @@ import (
 // views this node gives others. Jobs with the same key (a client id) run in order, one at a time, on one
 // worker: a release never overtakes the claim before it.
 type jobs struct {
-	log    *slog.Logger
+	// guard, deferred around each job, keeps a panic in one from ending the worker (and the process).
+	guard  func(where string)
 	seed   maphash.Seed
 	shards []*jobShard
 	limit  int64
@@ -29,8 +27,8 @@ type jobShard struct {
 	kick chan struct{}
 }
 
-func newJobs(workers, limit int, log *slog.Logger) *jobs {
-	j := &jobs{log: log, seed: maphash.MakeSeed(), limit: int64(limit), quit: make(chan struct{})}
+func newJobs(workers, limit int, guard func(where string)) *jobs {
+	j := &jobs{guard: guard, seed: maphash.MakeSeed(), limit: int64(limit), quit: make(chan struct{})}
 	for range workers {
 		sh := &jobShard{kick: make(chan struct{}, 1)}
 		j.shards = append(j.shards, sh)
@@ -84,13 +82,9 @@ func (j *jobs) work(sh *jobShard) {
 	}
 }
 
-// run runs one job; a panic in it is logged and ends that job only.
+// run runs one job; a panic in it ends that job only.
 func (j *jobs) run(fn func()) {
-	defer func() {
-		if r := recover(); r != nil {
-			j.log.Error("panic in a cluster job", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		}
-	}()
+	defer j.guard("cluster job")
 	fn()
 }
 

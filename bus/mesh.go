@@ -79,7 +79,7 @@ const (
 
 func newMesh(b *Bus) *mesh {
 	return &mesh{
-		b: b, jobs: newJobs(meshWorkers, meshJobLimit, b.log),
+		b: b, jobs: newJobs(meshWorkers, meshJobLimit, b.recoverOffLoop),
 		tables: map[string]peerTable{}, index: map[fanout.Key]map[string][]remoteHandler{},
 		rr: map[handlerKey]uint64{}, known: map[string]bool{}, queries: map[string]*query{},
 	}
@@ -188,6 +188,7 @@ func (m *mesh) publish(s *session, ch *fanout.Channel, env *codec.Envelope, rece
 
 // Published hears Redis's answer to o (cluster.Result), on a writer goroutine.
 func (o *outgoing) Published(pos persist.Position, err error) {
+	defer o.m.b.recoverOffLoop("cluster publish result")
 	if err == nil && o.m.clustered.Load() {
 		// The usual case: stored and on its way back; remember where, in case the way back is lost.
 		o.ch.Locked(func() { o.pos, o.replied = pos, true })
@@ -235,7 +236,7 @@ func (st *settling) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 	m.stats.uncertain.Add(1)
 	st.local = &publishing{b: m.b, env: o.env, sender: o.sender, now: o.received}
 	if o.ack && m.b.cfg.SyncAcks {
-		st.sa = &syncAck{b: m.b, conn: o.sender, env: o.env}
+		st.sa = m.b.newSyncAck(o.sender, o.env)
 		st.local.done = st.sa.stored
 	}
 	frame, except := st.local.Prepare(ch)
@@ -282,6 +283,7 @@ func refused(err error) bool {
 // Event delivers one event of a channel, in the stream's order, to this node's members: its frame is
 // the stored envelope as is.
 func (m *mesh) Event(channel string, pos persist.Position, data []byte) {
+	defer m.b.recoverOffLoop("cluster event")
 	ch := m.channel(channel)
 	if ch == nil {
 		return
@@ -332,6 +334,7 @@ func (m *mesh) deliver(cs *chanState, pos persist.Position, buf []byte) []byte {
 
 // Gap: the stream lost events before this node read them; replays from before must say incomplete.
 func (m *mesh) Gap(channel string) {
+	defer m.b.recoverOffLoop("cluster gap")
 	m.stats.gaps.Add(1)
 	if m.ring != nil {
 		m.ring.DropRing(channel)
@@ -393,6 +396,7 @@ func (cs *chanState) takeOwn(data []byte) *outgoing {
 
 // Reachable hears that Redis went away or came back.
 func (m *mesh) Reachable(up bool) {
+	defer m.b.recoverOffLoop("cluster reachability")
 	if !up {
 		m.clustered.Store(false)
 		m.failover()
@@ -431,6 +435,7 @@ const recoverWait = 10 * time.Second
 // (Redis may have lost them, or another node taken one), ids whose release failed are released, and the
 // history written here meanwhile reaches Redis first, so that positions Redis assigns follow it.
 func (m *mesh) recover() {
+	defer m.b.recoverOffLoop("cluster recovery")
 	if !m.recovering.CompareAndSwap(false, true) {
 		return
 	}

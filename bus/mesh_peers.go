@@ -53,6 +53,7 @@ func (m *mesh) private(s *session, env *codec.Envelope, target string, msg []byt
 	conn, ack := s.conn, wantsAck(env.Metadata)
 	m.stats.remoteSends.Add(1)
 	m.node.SendToClient(target, target, pm.encode(), func(_ string, ok bool, err error) {
+		defer m.b.recoverOffLoop("cluster private message")
 		switch {
 		case err != nil:
 			m.stats.remoteFails.Add(1)
@@ -120,24 +121,26 @@ func (m *mesh) pickHandler(k fanout.Key, name string) handlerRef {
 }
 
 func (m *mesh) forward(s *session, env *codec.Envelope, name string, msg []byte, h handlerRef) {
-	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn,
+	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, RequesterID: s.ID(),
 		RemoteHandler: commands.RemoteHandlerName(h.node, h.client)}
 	if !m.b.addPending(s, env, f) {
 		return
 	}
+	m.b.stats.forwarded.Add(1)
 	out := &peerMsg{kind: peerCommand, from: m.node.Instance(), client: h.client, sender: s.ID(), name: name, req: env.ID, room: env.Room, channel: env.Channel, body: msg}
 	m.stats.remoteSends.Add(1)
 	m.node.SendToNode(h.client, h.node, out.encode(), func(_ string, ok bool, err error) {
+		defer m.b.recoverOffLoop("cluster command")
 		if err != nil || !ok {
 			m.stats.remoteFails.Add(1)
-			m.commandFailed(f.RemoteHandler, f.RequestID, codec.Unavailable("the node of the handler serving this command cannot be reached"))
+			m.commandFailed(f.RemoteHandler, f.RequesterID, f.RequestID, codec.Unavailable("the node of the handler serving this command cannot be reached"))
 		}
 	})
 }
 
-// commandFailed answers the requester of a command this node forwarded elsewhere with e.
-func (m *mesh) commandFailed(remote, requestID string, e *codec.Error) {
-	if f := m.b.pending.ResolveRemote(remote, requestID); f != nil {
+// commandFailed answers requester (a client id) about a command this node forwarded elsewhere with e.
+func (m *mesh) commandFailed(remote, requester, requestID string, e *codec.Error) {
+	if f := m.b.pending.ResolveRemote(remote, requester, requestID); f != nil {
 		m.b.sendErrorTo(f.Requester, f.Room, f.Channel, f.RequestID, e)
 	}
 }
@@ -153,7 +156,8 @@ func (m *mesh) answer(f *commands.Inflight, handlerID string, msg []byte, e *cod
 	m.send(f.RequesterNode, f.RequesterID, out)
 }
 
-// serveCommand hands a command another node forwarded to its handler here.
+// serveCommand hands a command another node forwarded to its handler here (or queues it behind another
+// requester's command with the same id, as for a local requester).
 func (m *mesh) serveCommand(in *peerMsg) {
 	refuse := func(e *codec.Error) {
 		m.send(in.from, in.sender, &peerMsg{kind: peerCommandFailed, client: in.sender, handler: in.client, req: in.req, room: in.room, channel: in.channel, code: e.Code, body: []byte(e.Message)})
@@ -170,19 +174,17 @@ func (m *mesh) serveCommand(in *peerMsg) {
 		return
 	}
 	f := &commands.Inflight{RequestID: in.req, Room: in.room, Channel: in.channel, Handler: conn,
-		RequesterNode: in.from, RequesterID: in.sender}
-	if ok, _ := m.b.pending.Add(f, nil, 0); !ok {
-		refuse(codec.Conflict("a command with this id is already in flight to that handler"))
-		return
+		RequesterNode: in.from, RequesterID: in.sender, Frame: engine.TextFrame(in.body)}
+	if m.b.pending.Add(f, nil, 0) == commands.Conflict {
+		refuse(codec.Conflict("you have a command with this id in flight to that handler already"))
 	}
-	m.b.stats.forwarded.Add(1)
-	conn.Send(engine.TextFrame(in.body))
 }
 
 // ---- inbox and control (cluster.Handler) ----
 
 // Inbox handles a message another node sent this one, on the subscription's goroutine.
 func (m *mesh) Inbox(raw []byte) {
+	defer m.b.recoverOffLoop("cluster inbox")
 	in, ok := decodePeer(raw)
 	if !ok {
 		m.stats.badPeer.Add(1)
@@ -200,11 +202,11 @@ func (m *mesh) Inbox(raw []byte) {
 	case peerCommand:
 		m.serveCommand(&in)
 	case peerResponse:
-		if f := m.b.pending.ResolveRemote(commands.RemoteHandlerName(in.from, in.handler), in.req); f != nil && !f.Requester.Closed() {
+		if f := m.b.pending.ResolveRemote(commands.RemoteHandlerName(in.from, in.handler), in.client, in.req); f != nil && !f.Requester.Closed() {
 			f.Requester.Send(engine.TextFrame(in.body))
 		}
 	case peerCommandFailed:
-		m.commandFailed(commands.RemoteHandlerName(in.from, in.handler), in.req, codec.NewError(in.code, string(in.body)))
+		m.commandFailed(commands.RemoteHandlerName(in.from, in.handler), in.client, in.req, codec.NewError(in.code, string(in.body)))
 	case peerKick:
 		if c := m.b.hub.Client(in.client); c != nil {
 			c.Close(engine.ClosePolicyViolation, "replaced by a new connection with the same client id")
@@ -218,6 +220,7 @@ func (m *mesh) Inbox(raw []byte) {
 
 // Control handles a message sent to every node.
 func (m *mesh) Control(raw []byte) {
+	defer m.b.recoverOffLoop("cluster control")
 	in, ok := decodePeer(raw)
 	if !ok {
 		m.stats.badPeer.Add(1)
@@ -239,9 +242,9 @@ func (m *mesh) Control(raw []byte) {
 		_ = m.b.hub.Delete(k)
 	case peerQuery:
 		// Off the subscription's goroutine: a view walks this node's channels.
-		from, req, name := in.from, in.req, in.name
+		from, req, name, arg := in.from, in.req, in.name, append([]byte(nil), in.body...)
 		m.jobs.submit(from, false, func() {
-			view := commands.LocalView(m.b.deps, name, k)
+			view := commands.LocalView(m.b.deps, name, k, arg)
 			m.send(from, from, &peerMsg{kind: peerAnswer, req: req, body: view})
 		})
 	default:
@@ -251,6 +254,7 @@ func (m *mesh) Control(raw []byte) {
 
 // NodesChanged takes the live nodes' handler tables and lets go of what waited on nodes that died.
 func (m *mesh) NodesChanged(nodes []cluster.Info) {
+	defer m.b.recoverOffLoop("cluster nodes")
 	self := m.node.Instance()
 	live := make(map[string]bool, len(nodes))
 	for _, in := range nodes {
@@ -338,6 +342,7 @@ func (b *Bus) HandlersChanged(*fanout.Channel) {
 
 // publishHandlers rebuilds this node's handler table and broadcasts it.
 func (m *mesh) publishHandlers() {
+	defer m.b.recoverOffLoop("cluster handler table")
 	m.handlersPending.Store(false)
 	var table []tableEntry
 	for _, ch := range m.b.hub.Channels() {
@@ -390,7 +395,7 @@ func (q *query) gone(instance string) {
 }
 
 // Gather asks every other live node for its view and waits for their answers, or for ctx.
-func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key) [][]byte {
+func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key, arg []byte) [][]byte {
 	if !m.up() {
 		return nil
 	}
@@ -409,7 +414,7 @@ func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key) [][]byte {
 	id := strconv.FormatUint(m.querySeq, 10)
 	m.queries[id] = q
 	m.mu.Unlock()
-	m.broadcast(&peerMsg{kind: peerQuery, req: id, name: kind, room: k.Room, channel: k.Channel})
+	m.broadcast(&peerMsg{kind: peerQuery, req: id, name: kind, room: k.Room, channel: k.Channel, body: arg})
 	select {
 	case <-q.done:
 	case <-ctx.Done():

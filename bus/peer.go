@@ -33,7 +33,7 @@ const (
 	peerHandlers = "handlers" // req: table version; body: the sender's handler table
 	peerCreated  = "created"  // room, channel
 	peerDeleted  = "deleted"  // room, channel
-	peerQuery    = "query"    // req: query id; name: view kind; room, channel
+	peerQuery    = "query"    // req: query id; name: view kind; room, channel; body: the view's argument
 )
 
 // encode writes m as length-prefixed fields, then the body: client input (command names) may hold any

@@ -98,7 +98,7 @@ func (b *Bus) routeLocal(p *publishing, attrs *msgAttrs, sender *engine.Conn, ch
 	var sa *syncAck
 	p.b, p.env, p.now, p.done, p.sender = b, env, received, nil, sender
 	if ack && b.cfg.SyncAcks {
-		sa = &syncAck{b: b, conn: sender, env: env}
+		sa = b.newSyncAck(sender, env)
 		p.done = sa.stored
 	}
 	attrs.reset(env)
@@ -209,7 +209,16 @@ func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Reque
 	conn := s.conn
 	go func() {
 		defer func() { <-b.blocking }()
+		answered := false
+		defer func() {
+			if !answered { // it panicked
+				b.stats.commandErrors.Add(1)
+				b.sendErrorTo(conn, req.Env.Room, req.Env.Channel, req.Env.ID, codec.Internal(cmd.Name+" failed"))
+			}
+		}()
+		defer b.recoverOffLoop("blocking command " + cmd.Name)
 		result, cerr := cmd.Run(b.deps, nil, req)
+		answered = true
 		if cerr != nil {
 			b.stats.commandErrors.Add(1)
 			b.sendErrorTo(conn, req.Env.Room, req.Env.Channel, req.Env.ID, cerr)
@@ -220,27 +229,34 @@ func (b *Bus) runBlocking(s *session, cmd *commands.Command, req *commands.Reque
 }
 
 // forward hands a command, as sent, to the handler h and remembers who asked.
+// When another requester's command with the same id is in flight to h, this
+// one waits for it to be answered: h's answer names the command by its id
+// alone.
 func (b *Bus) forward(s *session, env *codec.Envelope, msg []byte, h *engine.Conn) {
-	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, Handler: h}
-	if b.addPending(s, env, f) {
-		h.Send(engine.TextFrame(msg))
-	}
+	f := &commands.Inflight{RequestID: env.ID, Room: env.Room, Channel: env.Channel, Requester: s.conn, RequesterID: s.ID(),
+		Handler: h, Frame: engine.TextFrame(msg)}
+	b.addPending(s, env, f)
 }
 
-// addPending records f, a command s sent, as in flight to its handler, or
-// tells s why not.
+// sendToHandler sends a command to its local handler, now in flight there
+// (commands.Pending's forward: it holds the table's lock).
+func (b *Bus) sendToHandler(f *commands.Inflight) {
+	f.Handler.Send(f.Frame)
+	b.stats.forwarded.Add(1)
+}
+
+// addPending records f, a command s sent, as in flight to its handler (or
+// waiting for its turn), or tells s why not.
 func (b *Bus) addPending(s *session, env *codec.Envelope, f *commands.Inflight) bool {
-	ok, full := b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands))
-	switch {
-	case full:
+	switch b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands)) {
+	case commands.Full:
 		b.stats.rateLimited.Add(1)
 		b.sendError(s, env, codec.RateLimited("too many commands in flight; wait for answers", int64(b.cfg.CommandTimeout/time.Millisecond)))
 		return false
-	case !ok:
-		b.sendError(s, env, withField(codec.Conflict("a command with this id is already in flight to that handler"), "id"))
+	case commands.Conflict:
+		b.sendError(s, env, withField(codec.Conflict("you have a command with this id in flight to that handler already"), "id"))
 		return false
 	}
-	b.stats.forwarded.Add(1)
 	return true
 }
 
@@ -267,6 +283,7 @@ func (b *Bus) commandResponse(s *session, env *codec.Envelope, msg []byte) {
 // commandTimedOut answers a requester whose handler did not. Timer goroutine.
 // A command another node forwarded here times out there.
 func (b *Bus) commandTimedOut(f *commands.Inflight) {
+	defer b.recoverOffLoop("command timeout")
 	if f.Requester == nil {
 		return
 	}

@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -9,6 +8,9 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/commands"
+	"github.com/arqonbus/arqonbus/fanout"
+	"github.com/arqonbus/arqonbus/internal/rtstat"
 	"github.com/arqonbus/arqonbus/persist"
 )
 
@@ -23,6 +25,7 @@ type stats struct {
 	violationCloses counter
 	rateLimited     counter
 	authRefused     counter
+	panics          counter             // recovered off the event loops (recoverOffLoop)
 	errors          map[string]*counter // by code; the map is fixed at start
 	clients         map[string]*atomic.Int64
 
@@ -104,8 +107,8 @@ type statusResult struct {
 	ClientsTotal    int               `json:"clients_total"`
 	Connections     int64             `json:"connections"`
 	Rooms           int               `json:"rooms"`
-	ChannelsTotal   int               `json:"channels_total"`
-	Channels        []statusChannel   `json:"channels"`
+	ChannelsTotal   int               `json:"channels_total"` // every channel on this node
+	Channels        []statusChannel   `json:"channels"`       // at most StatusChannels: the most members first
 	Messages        statusMessages    `json:"messages"`
 	Errors          map[string]uint64 `json:"errors"`
 	Storage         statusStorage     `json:"storage"`
@@ -210,20 +213,11 @@ func (b *Bus) status() any {
 		ClientsTotal:    b.hub.ClientCount(),
 		Errors:          b.ErrorCounts(),
 		Storage:         storageStatus(b.store.Health()),
-		Goroutines:      runtime.NumGoroutine(),
 	}
 	for t, n := range b.stats.clients {
 		r.Clients[t] = n.Load()
 	}
-	rooms := map[string]struct{}{}
-	for _, ch := range b.hub.Channels() {
-		rooms[ch.Key.Room] = struct{}{}
-		r.Channels = append(r.Channels, statusChannel{
-			Room: ch.Key.Room, Channel: ch.Key.Channel, Members: ch.Members(),
-			Published: ch.Published(), Bootstrap: ch.Bootstrap,
-		})
-	}
-	r.Rooms, r.ChannelsTotal = len(rooms), len(r.Channels)
+	r.Channels, r.Rooms, r.ChannelsTotal = b.topChannels(StatusChannels)
 	r.Messages.ByType = make(map[string]uint64)
 	for t := codec.TypeEvent; t <= codec.TypeTelemetry; t++ {
 		r.Messages.ByType[t.String()] = b.stats.byType[t].Load()
@@ -239,9 +233,8 @@ func (b *Bus) status() any {
 	b.stats.mu.Lock()
 	r.Messages.ReceivedRate, r.Messages.SentRate = b.stats.rateIn, b.stats.rateOut
 	b.stats.mu.Unlock()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	r.MemoryBytes = ms.Sys
+	rt := rtstat.Read()
+	r.MemoryBytes, r.Goroutines = rt.MemoryBytes, rt.Goroutines
 	r.Commands = statusCommands{
 		Received: b.stats.commands.Load(), Errors: b.stats.commandErrors.Load(),
 		Forwarded: b.stats.forwarded.Load(), Timeouts: b.stats.commandTimeouts.Load(), InFlight: b.pending.Len(),
@@ -256,6 +249,37 @@ func (b *Bus) status() any {
 		}
 	}
 	return r
+}
+
+// StatusChannels bounds the channels status lists: the ones with the most members (list_channels
+// pages through all of a room's).
+const StatusChannels = 100
+
+// topChannels walks the channels once: the n with the most members (ties by name), the number of
+// rooms and of channels. It neither copies nor sorts the whole list: status runs on an event loop.
+func (b *Bus) topChannels(n int) (top []statusChannel, rooms, channels int) {
+	best := commands.NewBest(n, func(x, y *fanout.Channel) bool {
+		if mx, my := x.Members(), y.Members(); mx != my {
+			return mx > my
+		}
+		if x.Key.Room != y.Key.Room {
+			return x.Key.Room < y.Key.Room
+		}
+		return x.Key.Channel < y.Key.Channel
+	})
+	roomSet := map[string]struct{}{}
+	b.hub.WalkChannels(func(ch *fanout.Channel) {
+		roomSet[ch.Key.Room] = struct{}{}
+		channels++
+		best.Offer(ch)
+	})
+	for _, ch := range best.Sorted() {
+		top = append(top, statusChannel{
+			Room: ch.Key.Room, Channel: ch.Key.Channel, Members: ch.Members(),
+			Published: ch.Published(), Bootstrap: ch.Bootstrap,
+		})
+	}
+	return top, len(roomSet), channels
 }
 
 func appendInt(dst []byte, v int64) []byte { return strconv.AppendInt(dst, v, 10) }
@@ -274,6 +298,7 @@ type Counters struct {
 	ErrorsByCode    map[string]uint64
 	ReceivedPerSec  float64
 	SentPerSec      float64
+	Panics          uint64 // recovered off the event loops (the engine counts the loops' own)
 }
 
 // Counters reads the bus's counters.
@@ -289,6 +314,7 @@ func (b *Bus) Counters() Counters {
 		RateLimited:     b.stats.rateLimited.Load(),
 		ViolationCloses: b.stats.violationCloses.Load(),
 		AuthRefused:     b.stats.authRefused.Load(),
+		Panics:          b.stats.panics.Load(),
 	}
 	for t, n := range b.stats.clients {
 		c.ClientsByType[t] = n.Load()
@@ -317,14 +343,10 @@ type ChannelUse struct {
 
 // ChannelUtilisation lists at most n channels, the busiest by members first.
 func (b *Bus) ChannelUtilisation(n int) []ChannelUse {
-	all := b.hub.Channels()
-	out := make([]ChannelUse, 0, len(all))
-	for _, ch := range all {
-		out = append(out, ChannelUse{ch.Key.Room, ch.Key.Channel, ch.Members(), ch.Published()})
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Members > out[j].Members })
-	if len(out) > n {
-		out = out[:n]
+	top, _, _ := b.topChannels(n)
+	out := make([]ChannelUse, len(top))
+	for i, c := range top {
+		out[i] = ChannelUse{c.Room, c.Channel, c.Members, c.Published}
 	}
 	return out
 }

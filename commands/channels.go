@@ -169,53 +169,111 @@ type channelSummary struct {
 	LastActivity time.Time `json:"last_activity"`
 }
 
+// Paging of list_channels: a page holds limit channels (default, most).
+const (
+	DefaultChannelsPage = 100
+	MaxChannelsPage     = 1000
+)
+
+type listChannelsParams struct {
+	channelParams
+	Limit *int   `json:"limit"`
+	After string `json:"after"`
+}
+
+// ChannelsPage asks for a page of a room's channels: the first Limit by
+// name after After. It travels to the other nodes of a cluster as the
+// argument of their ViewChannels; an empty argument (from a node before
+// paging) asks for every channel of the room.
+type ChannelsPage struct {
+	After string `json:"after,omitempty"`
+	Limit int    `json:"limit"`
+}
+
 func listChannelsCommand() *Command {
 	return &Command{
 		Name:        "list_channels",
-		Description: "List a room's channels with member counts, created time and last activity.",
-		Params:      map[string]string{"room": "room (default: the envelope's)"},
-		Gathers:     true,
+		Description: "A room's channels with member counts, created time and last activity, by name, one page at a time: a result with next has more; ask again with after = next.",
+		Params: map[string]string{
+			"room":  "room (default: the envelope's)",
+			"limit": "channels per page, default 100, at most 1000",
+			"after": "list the channels whose names come after this one (the previous page's next)",
+		},
+		Gathers: true,
 		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {
-			var p channelParams
+			var p listChannelsParams
 			if e := decodeParams(r.Params, &p); e != nil {
 				return nil, e
 			}
 			room := r.Env.Room
 			if p.Room != "" {
 				room = p.Room
-				if k, e := target(r.Env, p); e == nil && p.Channel == "" && k.Room != p.Room {
+				if k, e := target(r.Env, p.channelParams); e == nil && p.Channel == "" && k.Room != p.Room {
 					room = k.Room // "room:channel" given: list its room
 				}
 			}
 			if !codec.ValidName(room) {
 				return nil, codec.Validation("payload.parameters.room", "room must match [a-z0-9][a-z0-9_.-]{0,63}")
 			}
-			list := localChannels(d, room)
+			page := ChannelsPage{After: p.After, Limit: DefaultChannelsPage}
+			if p.Limit != nil {
+				if *p.Limit < 1 {
+					return nil, codec.Validation("payload.parameters.limit", "limit must be at least 1")
+				}
+				page.Limit = min(*p.Limit, MaxChannelsPage)
+			}
+			if page.After != "" && !codec.ValidName(page.After) {
+				return nil, codec.Validation("payload.parameters.after", "after must be a channel name, [a-z0-9][a-z0-9_.-]{0,63}")
+			}
+			// One more than the page, to know whether there is a next one.
+			ask := ChannelsPage{After: page.After, Limit: page.Limit + 1}
+			list := localChannels(d, room, ask)
 			if d.Remote != nil {
-				list = mergeChannels(list, gather(d, ViewChannels, fanout.Key{Room: room}))
+				arg, _ := sonic.ConfigDefault.Marshal(ask)
+				list = mergeChannels(list, gather(d, ViewChannels, fanout.Key{Room: room}, arg), ask.Limit)
+			}
+			next := ""
+			if len(list) > page.Limit {
+				list = list[:page.Limit]
+				next = list[page.Limit-1].Channel
 			}
 			return marshal(struct {
 				Room     string           `json:"room"`
 				Channels []channelSummary `json:"channels"`
-			}{room, list})
+				Next     string           `json:"next,omitempty"`
+			}{room, list, next})
 		},
 	}
 }
 
-func localChannels(d *Deps, room string) []channelSummary {
-	list := []channelSummary{}
-	for _, ch := range d.Hub.Channels() {
-		if ch.Key.Room == room {
-			list = append(list, summarize(ch))
+// localChannels is this node's part of a page of room's channels: the first
+// page.Limit by name after page.After (every channel of the room when
+// page.Limit is 0), sorted by name.
+func localChannels(d *Deps, room string, page ChannelsPage) []channelSummary {
+	limit := page.Limit
+	if limit <= 0 {
+		limit = int(^uint(0) >> 1)
+	}
+	best := NewBest(limit, func(a, b *fanout.Channel) bool { return a.Key.Channel < b.Key.Channel })
+	d.Hub.WalkChannels(func(ch *fanout.Channel) {
+		if ch.Key.Room == room && ch.Key.Channel > page.After {
+			best.Offer(ch)
 		}
+	})
+	chans := best.Sorted()
+	list := make([]channelSummary, len(chans))
+	for i, ch := range chans {
+		list[i] = summarize(ch)
 	}
 	return list
 }
 
-// mergeChannels adds the other nodes' lists to this node's: members add up, and a channel is as old as
-// its oldest record and as active as its latest. Every node that has a channel's subscription counts
-// each of its events, so published is the largest count, not the sum.
-func mergeChannels(list []channelSummary, answers [][]byte) []channelSummary {
+// mergeChannels adds the other nodes' lists to this node's and keeps the first limit by name: members
+// add up, and a channel is as old as its oldest record and as active as its latest. Every node that has
+// a channel's subscription counts each of its events, so published is the largest count, not the sum.
+// Each node sent the first limit of its own channels after the same cursor, so every record of the
+// first limit of the union is here.
+func mergeChannels(list []channelSummary, answers [][]byte, limit int) []channelSummary {
 	at := make(map[string]int, len(list))
 	for i, c := range list {
 		at[c.Channel] = i
@@ -245,6 +303,9 @@ func mergeChannels(list []channelSummary, answers [][]byte) []channelSummary {
 		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Channel < list[j].Channel })
+	if len(list) > limit {
+		list = list[:limit]
+	}
 	return list
 }
 
@@ -306,7 +367,7 @@ func clusterChannel(d *Deps, k fanout.Key) channelView {
 	if d.Remote == nil {
 		return v
 	}
-	for _, a := range gather(d, ViewChannel, k) {
+	for _, a := range gather(d, ViewChannel, k, nil) {
 		var theirs channelView
 		if sonic.ConfigDefault.Unmarshal(a, &theirs) != nil || theirs.Created.IsZero() {
 			continue // a node without the channel answers with no creation time
@@ -438,18 +499,24 @@ const (
 // gatherTimeout bounds how long a cluster-wide answer waits for the other nodes.
 const gatherTimeout = time.Second
 
-func gather(d *Deps, kind string, k fanout.Key) [][]byte {
+func gather(d *Deps, kind string, k fanout.Key, arg []byte) [][]byte {
 	ctx, cancel := context.WithTimeout(context.Background(), gatherTimeout)
 	defer cancel()
-	return d.Remote.Gather(ctx, kind, k)
+	return d.Remote.Gather(ctx, kind, k, arg)
 }
 
-// LocalView is this node's part of a cluster-wide answer of kind about k, as JSON.
-func LocalView(d *Deps, kind string, k fanout.Key) []byte {
+// LocalView is this node's part of a cluster-wide answer of kind about k, as JSON; arg is what the
+// asking node added (ViewChannels: a ChannelsPage).
+func LocalView(d *Deps, kind string, k fanout.Key, arg []byte) []byte {
 	var v any
 	switch kind {
 	case ViewChannels:
-		v = localChannels(d, k.Room)
+		var page ChannelsPage
+		if len(arg) > 0 && sonic.ConfigDefault.Unmarshal(arg, &page) != nil {
+			return []byte("null")
+		}
+		page.Limit = min(max(page.Limit, 0), MaxChannelsPage+1)
+		v = localChannels(d, k.Room, page)
 	case ViewChannel:
 		v = localChannel(d, k)
 	default:

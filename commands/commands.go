@@ -49,9 +49,9 @@ type Deps struct {
 
 // Remote reaches the other nodes of a cluster.
 type Remote interface {
-	// Gather asks every other live node for its LocalView of kind and k, and returns the answers that
-	// arrived before ctx ended.
-	Gather(ctx context.Context, kind string, k fanout.Key) [][]byte
+	// Gather asks every other live node for its LocalView of kind, k and arg, and returns the answers
+	// that arrived before ctx ended.
+	Gather(ctx context.Context, kind string, k fanout.Key, arg []byte) [][]byte
 }
 
 // Replayer sends a joining member the messages it missed.

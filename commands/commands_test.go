@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,14 +68,14 @@ func TestCompactScalar(t *testing.T) {
 
 func TestPendingResolveOnceAndOnlyFromItsHandler(t *testing.T) {
 	timedOut := make(chan *Inflight, 4)
-	p := NewPending(time.Hour, func(f *Inflight) { timedOut <- f })
+	p := NewPending(time.Hour, func(f *Inflight) { timedOut <- f }, nil)
 	h, other, req := &engine.Conn{}, &engine.Conn{}, &engine.Conn{}
 	var outstanding atomic.Int32
-	if ok, _ := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10); !ok {
-		t.Fatal("add")
+	if r := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10); r != Sent {
+		t.Fatal("add", r)
 	}
-	if ok, full := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10); ok || full {
-		t.Fatal("the same id twice to one handler was accepted")
+	if r := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10); r != Conflict {
+		t.Fatal("the same id twice from one requester to one handler was accepted", r)
 	}
 	if p.Resolve(other, "arq_1") != nil {
 		t.Fatal("resolved from a handler it did not go to")
@@ -87,17 +88,115 @@ func TestPendingResolveOnceAndOnlyFromItsHandler(t *testing.T) {
 	}
 }
 
+// Two requesters, one id, one handler: the second waits for the first's
+// answer, then goes to the handler; each answer resolves its own command.
+func TestPendingSameIDFromTwoRequesters(t *testing.T) {
+	var sent []*Inflight
+	p := NewPending(time.Hour, func(*Inflight) {}, func(f *Inflight) { sent = append(sent, f) })
+	h, a, b := &engine.Conn{}, &engine.Conn{}, &engine.Conn{}
+	var oa, ob atomic.Int32
+	fa := &Inflight{RequestID: "arq_cmd_001", Requester: a, Handler: h, Frame: []byte("a")}
+	fb := &Inflight{RequestID: "arq_cmd_001", Requester: b, Handler: h, Frame: []byte("b")}
+	fc := &Inflight{RequestID: "arq_cmd_001", RequesterNode: "n1", RequesterID: "c", Handler: h, Frame: []byte("c")}
+	if r := p.Add(fa, &oa, 10); r != Sent || len(sent) != 1 || sent[0] != fa {
+		t.Fatal("first", r, sent)
+	}
+	if r := p.Add(fb, &ob, 10); r != Queued || len(sent) != 1 {
+		t.Fatal("second", r, sent)
+	}
+	if r := p.Add(fc, nil, 0); r != Queued || len(sent) != 1 {
+		t.Fatal("third (a remote requester)", r, sent)
+	}
+	if r := p.Add(&Inflight{RequestID: "arq_cmd_001", RequesterNode: "n1", RequesterID: "c", Handler: h}, nil, 0); r != Conflict {
+		t.Fatal("the remote requester's id twice", r)
+	}
+	if p.Len() != 3 || ob.Load() != 1 {
+		t.Fatal("len", p.Len(), ob.Load())
+	}
+	if f := p.Resolve(h, "arq_cmd_001"); f != fa || len(sent) != 2 || sent[1] != fb {
+		t.Fatal("the first answer", f, sent)
+	}
+	if f := p.Resolve(h, "arq_cmd_001"); f != fb || len(sent) != 3 || sent[2] != fc || fb.Frame != nil {
+		t.Fatal("the second answer", f, sent)
+	}
+	if f := p.Resolve(h, "arq_cmd_001"); f != fc || p.Len() != 0 || oa.Load()+ob.Load() != 0 {
+		t.Fatal("the third answer", f, p.Len())
+	}
+	if len(p.byKey) != 0 || len(p.byHandler) != 0 {
+		t.Fatal("the table keeps empty slots")
+	}
+}
+
+// A waiting command times out in its place; the one in flight timing out
+// lets the next go; a dropped handler takes the waiting ones too, sending
+// none of them.
+func TestPendingQueueTimeoutAndDrop(t *testing.T) {
+	timedOut := make(chan *Inflight, 4)
+	var mu sync.Mutex
+	var sent []*Inflight
+	p := NewPending(80*time.Millisecond, func(f *Inflight) { timedOut <- f }, func(f *Inflight) { mu.Lock(); sent = append(sent, f); mu.Unlock() })
+	h := &engine.Conn{}
+	fa := &Inflight{RequestID: "arq_x", Requester: &engine.Conn{}, Handler: h}
+	p.Add(fa, nil, 0)
+	time.Sleep(40 * time.Millisecond)
+	fb := &Inflight{RequestID: "arq_x", Requester: &engine.Conn{}, Handler: h}
+	p.Add(fb, nil, 0)
+	if f := <-timedOut; f != fa {
+		t.Fatal("first timeout", f)
+	}
+	mu.Lock()
+	if len(sent) != 2 || sent[1] != fb {
+		t.Fatal("after the first timed out, the second was not sent", sent)
+	}
+	mu.Unlock()
+	if f := <-timedOut; f != fb || p.Len() != 0 {
+		t.Fatal("second timeout", f)
+	}
+
+	p2 := NewPending(time.Hour, func(*Inflight) {}, func(f *Inflight) { mu.Lock(); sent = append(sent, f); mu.Unlock() })
+	sent = nil
+	for i := 0; i < 3; i++ {
+		p2.Add(&Inflight{RequestID: "arq_y", Requester: &engine.Conn{}, Handler: h}, nil, 0)
+	}
+	p2.Add(&Inflight{RequestID: "arq_z", Requester: &engine.Conn{}, Handler: h}, nil, 0)
+	if lost := p2.DropHandler(h); len(lost) != 4 || len(sent) != 2 || p2.Len() != 0 {
+		t.Fatalf("drop took %d, sent %d, left %d", len(lost), len(sent), p2.Len())
+	}
+}
+
+func TestPendingRemoteHandlerKeyedByRequester(t *testing.T) {
+	p := NewPending(time.Hour, func(*Inflight) {}, nil)
+	remote := RemoteHandlerName("node1~x", "db")
+	a := &Inflight{RequestID: "arq_cmd_001", Requester: &engine.Conn{}, RequesterID: "api", RemoteHandler: remote}
+	b := &Inflight{RequestID: "arq_cmd_001", Requester: &engine.Conn{}, RequesterID: "web", RemoteHandler: remote}
+	if p.Add(a, nil, 0) != Sent || p.Add(b, nil, 0) != Sent {
+		t.Fatal("two requesters' same id to a remote handler")
+	}
+	if p.ResolveRemote(remote, "web", "arq_cmd_001") != b || p.ResolveRemote(remote, "api", "arq_cmd_001") != a {
+		t.Fatal("resolved the wrong requester's command")
+	}
+	h := &engine.Conn{}
+	queued := &Inflight{RequestID: "arq_q", RequesterNode: "node1~x", RequesterID: "c2", Handler: h}
+	p.Add(&Inflight{RequestID: "arq_q", RequesterNode: "node1~x", RequesterID: "c1", Handler: h}, nil, 0)
+	p.Add(queued, nil, 0)
+	p.Add(&Inflight{RequestID: "arq_r", Requester: &engine.Conn{}, RequesterID: "api", RemoteHandler: remote}, nil, 0)
+	lost := p.DropNode("node1~x")
+	if len(lost) != 2 || p.Len() != 1 {
+		t.Fatalf("drop node took %d, left %d: want the forwarded one and the waiting one, not the one in flight here", len(lost), p.Len())
+	}
+}
+
 func TestPendingLimitTimeoutAndHandlerLoss(t *testing.T) {
 	timedOut := make(chan *Inflight, 4)
-	p := NewPending(50*time.Millisecond, func(f *Inflight) { timedOut <- f })
+	p := NewPending(50*time.Millisecond, func(f *Inflight) { timedOut <- f }, nil)
 	h, req := &engine.Conn{}, &engine.Conn{}
 	var outstanding atomic.Int32
 	for _, id := range []string{"arq_a", "arq_b"} {
-		if ok, _ := p.Add(&Inflight{RequestID: id, Requester: req, Handler: h}, &outstanding, 2); !ok {
+		if r := p.Add(&Inflight{RequestID: id, Requester: req, Handler: h}, &outstanding, 2); r != Sent {
 			t.Fatal(id)
 		}
 	}
-	if _, full := p.Add(&Inflight{RequestID: "arq_c", Requester: req, Handler: h}, &outstanding, 2); !full {
+	if r := p.Add(&Inflight{RequestID: "arq_c", Requester: req, Handler: h}, &outstanding, 2); r != Full {
 		t.Fatal("over the limit was accepted")
 	}
 	lost := p.DropHandler(h)

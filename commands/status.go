@@ -9,7 +9,7 @@ import (
 func statusCommand() *Command {
 	return &Command{
 		Name:        "status",
-		Description: "The bus's state: clients by type, rooms, channels with member counts, messages in and out with rates, uptime, storage.",
+		Description: "The bus's state: clients by type, rooms, channels_total, the 100 channels with the most members (list_channels pages through a room's), messages in and out with rates, uptime, storage, memory_bytes and goroutines.",
 		Params:      map[string]string{},
 		Run: func(d *Deps, _ Caller, _ *Request) ([]byte, *codec.Error) {
 			return marshal(d.Status())

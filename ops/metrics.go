@@ -1,10 +1,10 @@
 package ops
 
 import (
-	"runtime/metrics"
 	"time"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/internal/rtstat"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -44,7 +44,7 @@ type busCollector struct {
 	received, sent, errors, uptime, memory, ready, draining, buildInfo                        *prometheus.Desc
 	commands, commandErrors, storageWrites, storageErrors, storageDegraded                    *prometheus.Desc
 	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive                 *prometheus.Desc
-	limitRefusals, inboxDropped                                                               *prometheus.Desc
+	limitRefusals, inboxDropped, panics                                                       *prometheus.Desc
 	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote, clusterRefused *prometheus.Desc
 }
 
@@ -78,6 +78,7 @@ func newBusCollector(src Source) *busCollector {
 		inboxDropped: desc("arqonbus_loop_inbox_dropped_total", "Frames (one per recipient) dropped because an event loop's inbox was full; "+
 			"their recipients were closed with 1013."),
 		limitRefusals:    desc("arqonbus_limit_refusals_total", "Requests refused by a limit, by limit.", "limit"),
+		panics:           desc("arqonbus_panics_recovered_total", "Panics recovered without ending the process (each a bug, logged with its stack)."),
 		clusterNodes:     desc("arqonbus_cluster_nodes", "Live nodes of the cluster, as this node sees them (clustered nodes only)."),
 		clusterReachable: desc("arqonbus_cluster_reachable", "1 while events cross nodes, 0 while Redis is unreachable (clustered nodes only)."),
 		clusterEvents: desc("arqonbus_cluster_events_total", "Events by way: published through Redis, received from it, "+
@@ -93,7 +94,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.activeClients, c.clients, c.rooms, c.channels, c.wsConns, c.telConns,
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
-		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.inboxDropped, c.limitRefusals,
+		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.inboxDropped, c.limitRefusals, c.panics,
 		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote, c.clusterRefused,
 	} {
 		ch <- d
@@ -139,6 +140,7 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.draining, b2f(s.Draining))
 	gauge(c.loopsAlive, b2f(s.LoopsAlive))
 	gauge(c.buildInfo, 1, s.Version, protocolOf(s), s.Commit)
+	counter(c.panics, s.Panics)
 	counter(c.commands, s.Commands)
 	counter(c.commandErrors, s.CommandErrors)
 	counter(c.storageWrites, s.StorageWrites)
@@ -173,16 +175,5 @@ func protocolOf(s Snapshot) string {
 	return s.Protocol
 }
 
-// memoryInUse reads the Go runtime's mapped-and-not-released memory through runtime/metrics, which
-// does not stop the world (unlike runtime.ReadMemStats).
-func memoryInUse() float64 {
-	samples := [2]metrics.Sample{
-		{Name: "/memory/classes/total:bytes"},
-		{Name: "/memory/classes/heap/released:bytes"},
-	}
-	metrics.Read(samples[:])
-	if samples[0].Value.Kind() != metrics.KindUint64 || samples[1].Value.Kind() != metrics.KindUint64 {
-		return 0
-	}
-	return float64(samples[0].Value.Uint64() - samples[1].Value.Uint64())
-}
+// memoryInUse is the Go runtime's mapped-and-not-released memory (rtstat: without stopping the world).
+func memoryInUse() float64 { return float64(rtstat.Read().MemoryBytes) }

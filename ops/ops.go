@@ -80,6 +80,9 @@ type Snapshot struct {
 	LoopInboxDropped  uint64 `json:"loop_inbox_dropped"` // frames dropped by full event-loop inboxes
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`
+	// Panics counts panics recovered (on the event loops and off them): each one a bug, logged with
+	// its stack, that did not take the process down.
+	Panics uint64 `json:"panics"`
 
 	// Cluster is this node's part in a cluster; nil for a standalone bus.
 	Cluster *ClusterState `json:"cluster,omitempty"`

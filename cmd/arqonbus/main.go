@@ -449,6 +449,7 @@ func (n *node) Snapshot() ops.Snapshot {
 			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
 		},
 		Cluster: n.clusterState(),
+		Panics:  es.Panics + n.telSrv.Stats().Panics + c.Panics,
 	}
 }
 
