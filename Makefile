@@ -5,7 +5,7 @@ BIN     := bin
 # when it expires (Go 1.26 fuzz coordinator race, go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: run build test test-deps unit fuzz-short bench lint fmt vet clean
+.PHONY: run build test test-deps unit fuzz-short bench soak lint fmt vet clean
 
 build: ## build the server and the load generator into bin/
 	@echo "==> building bin/arqonbus and bin/arqonbus-load"
@@ -32,6 +32,9 @@ fuzz-short: ## a short run of each fuzz target, counted in executions (longer: m
 
 bench: build ## load-test a fresh server: fan-out, channels, commands, idle (BENCH_RUNS=3 for medians; see scripts/bench.sh)
 	@bash scripts/bench.sh
+
+soak: ## a long mixed load against a fresh server, one line a minute, verdict flat or not (SOAK_DURATION=30m, SOAK_STORAGE=redis; see scripts/soak.sh); not part of make test
+	@bash scripts/soak.sh
 
 gobench: ## in-process micro-benchmarks with allocations
 	$(GO) test -run='^$$' -bench=. -benchmem ./codec/ ./engine/ ./fanout/ ./bus/ ./telemetry/ ./cluster/
