@@ -306,10 +306,13 @@ func (m *member) onEvent(env client.Envelope) {
 		what += " after rejoin"
 	}
 	if gap {
-		m.r.c.fail(cSeqGaps, fmt.Sprintf("%s: a publisher's sequence skipped (%d events missing)", what, min(p.S-last-1, 1000)))
+		m.r.c.fail(cSeqGaps, fmt.Sprintf("%s: a publisher's sequence skipped (%s events missing)", what, magnitude(p.S-last-1)))
 	}
-	if dup {
-		m.r.c.fail(cSeqDups, what+": a publisher's sequence repeated or went back")
+	switch {
+	case dup && p.S == last:
+		m.r.c.fail(cSeqDups, what+": a publisher's last event came again")
+	case dup:
+		m.r.c.fail(cSeqDups, fmt.Sprintf("%s: a publisher's sequence went back (by %s)", what, magnitude(last-p.S)))
 	}
 }
 
@@ -388,4 +391,19 @@ func (p *publisher) ownError(env client.Envelope) bool {
 	}
 	p.m.r.c.fail(cPubErrors, "publish answered "+errorCode(env))
 	return true
+}
+
+// magnitude buckets a count for notes ("1", "2-9", "10-99", ...), so that notes stay few.
+func magnitude(n int64) string {
+	switch {
+	case n <= 1:
+		return "1"
+	case n < 10:
+		return "2-9"
+	case n < 100:
+		return "10-99"
+	case n < 1000:
+		return "100-999"
+	}
+	return "1000+"
 }

@@ -181,3 +181,17 @@ func parseMetrics(r io.Reader) (map[string]float64, error) {
 	}
 	return out, nil
 }
+
+// load1 is the machine's 1-minute load average (0 when unknown).
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}

@@ -20,6 +20,7 @@ type runner struct {
 	fanout  *latency // publisher's clock to member's, live events only
 	command *latency // command to handler, round trip
 	history *latency // history command, round trip
+	sched   *latency // how late the driver's own 10 ms sleeps wake: the machine's noise
 	garbage *garbageStats
 }
 
@@ -33,6 +34,7 @@ type Report struct {
 	FanOut   LatencyStats              `json:"fanout"`
 	Command  LatencyStats              `json:"command"`
 	History  LatencyStats              `json:"history"`
+	Sched    LatencyStats              `json:"sched"`
 	Garbage  map[string]garbageOutcome `json:"garbage"`
 	Notes    map[string]int64          `json:"notes"`
 	Verdict  Verdict                   `json:"verdict"`
@@ -55,7 +57,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Report, error) {
 	}
 	rep := Report{Config: cfg, Started: time.Now()}
 	r := &runner{cfg: cfg, c: newCounters(), fanout: newLatency(), command: newLatency(),
-		history: newLatency(), garbage: newGarbageStats()}
+		history: newLatency(), sched: newLatency(), garbage: newGarbageStats()}
 
 	var files outFiles
 	if cfg.OutDir != "" {
@@ -150,6 +152,7 @@ loop:
 	total := r.c.snapshot()
 	rep.Total = total.Map()
 	rep.FanOut, rep.Command, rep.History = r.fanout.overall(), r.command.overall(), r.history.overall()
+	rep.Sched = r.sched.overall()
 	rep.Garbage = r.garbage.snapshot()
 	rep.Notes = r.c.noteList()
 	rep.Verdict = Judge(rep.Samples, cfg.Warmup, cfg.Tolerances, total, serverExited)
@@ -274,6 +277,22 @@ func (r *runner) startLoad(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// schedProbeSleep is the probe's nap; how late it wakes is the scheduling delay every client
+// of the soak (and the server) suffers on this machine at that moment.
+const schedProbeSleep = 10 * time.Millisecond
+
+// runSchedProbe measures the machine's scheduling noise: on a shared 2-core machine, latency
+// spikes that the probe sees too are not the bus's doing.
+func (r *runner) runSchedProbe(ctx context.Context) {
+	for ctx.Err() == nil {
+		t := time.Now()
+		if !sleepCtx(ctx, schedProbeSleep) {
+			return
+		}
+		r.sched.record(time.Since(t) - schedProbeSleep)
+	}
+}
+
 // prevState is what the previous line saw, for the interval's differences.
 type prevState struct {
 	counts Counts
@@ -304,6 +323,7 @@ func (r *runner) sampleFrom(idx int, elapsed time.Duration, st serverState, prev
 		ServerErrs:   delta(st.Errors, prev.server.Errors),
 		CountsByName: d.Map(),
 		Problems:     st.Problems,
+		Load1:        load1(),
 	}
 	if idx > 0 {
 		s.DeliveriesPerS = float64(d[cDelivered]) / secs
@@ -312,6 +332,7 @@ func (r *runner) sampleFrom(idx int, elapsed time.Duration, st serverState, prev
 			s.ServerSentPerS = float64(sent) / secs
 		}
 		s.FanOut, s.Command, s.History = r.fanout.rotate(), r.command.rotate(), r.history.rotate()
+		s.Sched = r.sched.rotate()
 	} else {
 		s.SlowCuts, s.ServerErrs = 0, 0
 	}
@@ -353,6 +374,8 @@ func (r *runner) writeSummary(w io.Writer, rep Report, total Counts) {
 	lat("fan-out", rep.FanOut)
 	lat("command", rep.Command)
 	lat("history", rep.History)
+	lat("sched", rep.Sched)
+	fmt.Fprintln(w, "  (sched: how late the driver's 10 ms sleeps woke up; when it is high, so is every latency above, and the machine is to blame)")
 	if r.cfg.Garbage > 0 {
 		fmt.Fprintln(w, "garbage, by kind (as_spec: answered as the protocol says; a policy close 1008 for too many violations also counts):")
 		r.garbage.write(w)

@@ -28,6 +28,8 @@ type Sample struct {
 	FanOut  LatencyStats `json:"fanout"`
 	Command LatencyStats `json:"command"`
 	History LatencyStats `json:"history"`
+	Sched   LatencyStats `json:"sched"` // the driver's own wake-up delay: the machine's noise
+	Load1   float64      `json:"load1"` // the machine's 1-minute load average
 
 	Counts     Counts `json:"-"`
 	Errors     int64  `json:"errors"`     // sum of the error counters in the interval
@@ -40,16 +42,17 @@ type Sample struct {
 }
 
 // lineHeader names the columns of Sample.line.
-const lineHeader = "  time  rss_MiB  gorout   fds  chans  conns  deliv/s  fan_p50  fan_p99  cmd/s  cmd_p99 hist_p99  errs  viol  slow_cut stall_cut garbage_bad"
+const lineHeader = "  time  rss_MiB  gorout   fds  chans  conns  deliv/s  fan_p50  fan_p99  cmd/s  cmd_p99 hist_p99  errs  viol  slow_cut stall_cut garbage_bad sched_p99"
 
 // line formats s as one report line under lineHeader.
 func (s Sample) line() string {
 	c := s.Counts
-	return fmt.Sprintf("%6s %8s %7s %5s %6s %6s %8.0f %8s %8s %6.0f %8s %8s %5d %5d %9s %9d %11d",
+	return fmt.Sprintf("%6s %8s %7s %5s %6s %6s %8.0f %8s %8s %6.0f %8s %8s %5d %5d %9s %9d %11d %9s",
 		clock(s.Elapsed), mib(s.RSS), num(s.Goroutines), num(s.FDs), num(s.Channels), num(s.Conns),
 		s.DeliveriesPerS, ms(s.FanOut.P50, s.FanOut.Count), ms(s.FanOut.P99, s.FanOut.Count),
 		s.CommandsPerS, ms(s.Command.P99, s.Command.Count), ms(s.History.P99, s.History.Count),
-		s.Errors, s.Violations, num(s.SlowCuts), c[cStalledCut], c[cGarbageUnexpected])
+		s.Errors, s.Violations, num(s.SlowCuts), c[cStalledCut], c[cGarbageUnexpected],
+		ms(s.Sched.P99, s.Sched.Count))
 }
 
 // clock formats d as mm:ss (hh:mm:ss past an hour).
@@ -99,5 +102,6 @@ open descriptors (/proc/<pid>/fd), channels and WebSocket connections (/metrics)
 the soak's members a second; fan-out latency p50/p99 (publisher's clock to member's); commands to
 handlers a second and their round-trip p99; history read p99; errors and violations (gaps,
 duplicates, incomplete replays, healthy clients cut) in the interval; slow consumers the server cut
-(/metrics), non-reading clients seen cut, garbage frames answered otherwise than the protocol says.
+(/metrics), non-reading clients seen cut, garbage frames answered otherwise than the protocol says;
+how late the driver's own 10 ms sleeps woke (p99): the machine's scheduling noise, which every latency includes.
 `)

@@ -120,8 +120,8 @@ func Judge(samples []Sample, warmup time.Duration, tol Tolerances, total Counts,
 		c.OK = l <= c.Limit
 		v.Checks = append(v.Checks, c)
 	}
-	latencyCheck := func(name string, get func(Sample) LatencyStats) {
-		c := Check{Name: name, Unit: "ns"}
+	latencyCheck := func(name string, get func(Sample) LatencyStats, informative bool) {
+		c := Check{Name: name, Unit: "ns", Informative: informative}
 		has := func(ss []Sample) []Sample {
 			var out []Sample
 			for _, s := range ss {
@@ -147,21 +147,33 @@ func Judge(samples []Sample, warmup time.Duration, tol Tolerances, total Counts,
 	growth("rss", "bytes", func(s Sample) int64 { return s.RSS }, tol.RSSPct, tol.RSSBytes, false)
 	growth("goroutines", "count", func(s Sample) int64 { return s.Goroutines }, tol.GoroutinesPct, tol.Goroutines, false)
 	growth("fds", "count", func(s Sample) int64 { return s.FDs }, tol.FDsPct, tol.FDs, false)
-	latencyCheck("fanout_p99", func(s Sample) LatencyStats { return s.FanOut })
-	latencyCheck("command_p99", func(s Sample) LatencyStats { return s.Command })
-	latencyCheck("history_p99", func(s Sample) LatencyStats { return s.History })
+	latencyCheck("fanout_p99", func(s Sample) LatencyStats { return s.FanOut }, false)
+	latencyCheck("command_p99", func(s Sample) LatencyStats { return s.Command }, false)
+	latencyCheck("history_p99", func(s Sample) LatencyStats { return s.History }, false)
+	// The machine's own noise, to read the latencies by: shown, never judged.
+	latencyCheck("sched_p99", func(s Sample) LatencyStats { return s.Sched }, true)
 	// Shown for the record; a bus without channel eviction grows here under churn by design.
 	growth("channels", "count", func(s Sample) int64 { return s.Channels }, 10, 10, true)
 	growth("heap_inuse", "bytes", func(s Sample) int64 { return s.HeapInuse }, 20, 8<<20, true)
 
+	var noise string
+	for _, c := range v.Checks {
+		if c.Name == "sched_p99" && c.Skipped == "" {
+			noise = fmt.Sprintf(" (the machine's scheduling delay p99 went from %s to %s meanwhile)",
+				c.format(c.Early), c.format(c.Late))
+		}
+	}
 	v.Flat = true
 	for _, c := range v.Checks {
 		if c.OK || c.Informative {
 			continue
 		}
 		v.Flat = false
-		v.Reasons = append(v.Reasons, fmt.Sprintf("%s grew from %s to %s (limit %s)",
-			c.Name, c.format(c.Early), c.format(c.Late), c.format(c.Limit)))
+		reason := fmt.Sprintf("%s grew from %s to %s (limit %s)", c.Name, c.format(c.Early), c.format(c.Late), c.format(c.Limit))
+		if c.Unit == "ns" {
+			reason += noise
+		}
+		v.Reasons = append(v.Reasons, reason)
 	}
 	return v
 }
