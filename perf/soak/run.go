@@ -272,6 +272,7 @@ func (r *runner) startLoad(ctx context.Context, wg *sync.WaitGroup) {
 	for i := range c.Stalled {
 		spawn(func() { r.runStalled(ctx, i) })
 	}
+	spawn(func() { r.runSchedProbe(ctx) })
 	for i := range c.Garbage {
 		spawn(func() { r.runGarbage(ctx, i) })
 	}
