@@ -19,11 +19,19 @@ import (
 // and a write that fails shows that the server has cut it.
 const stalledPing = 5 * time.Second
 
+// stalledStagger separates the start of one stalled slot from the next.
+const stalledStagger = 30 * time.Second
+
 // runStalled keeps one client that stops reading connected at a time, one after another: each
 // joins every chat channel and the bulk feed, reads the answers to its joins, and then reads
 // nothing more. The server must close it as a slow consumer; a client it has not closed within
 // StalledLife is counted and replaced.
 func (r *runner) runStalled(ctx context.Context, slot int) {
+	// Staggered, so that their backlogs (megabytes each in the server until the cut) do not all
+	// peak together and swing the server's RSS from one line to the next.
+	if !sleepCtx(ctx, time.Duration(slot)*stalledStagger) {
+		return
+	}
 	for n := 0; ctx.Err() == nil; n++ {
 		id := fmt.Sprintf("soak-stall-%s-%d-%d", r.cfg.RunID, slot, n)
 		nc, err := r.dialStalled(ctx, id)
