@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -74,12 +75,14 @@ func (r *runner) newMember(id, channel string, rejoiner bool) *member {
 // run keeps the member connected until ctx ends. ready is called once, after the first join.
 func (m *member) run(ctx context.Context, ready func()) {
 	cycle := 0
-	var rejoinTick <-chan time.Time
+	var rejoin *time.Timer
+	var rejoinTick <-chan time.Time // nil for a member that stays
 	if m.rejoiner {
-		// Spread the rejoiners over the period, so that they do not all leave at once.
-		t := time.NewTicker(m.r.cfg.RejoinEvery)
-		defer t.Stop()
-		rejoinTick = t.C
+		// The first leave comes at a random point of the period, so that the rejoiners do not
+		// all leave at once; then one every period.
+		rejoin = time.NewTimer(rand.N(m.r.cfg.RejoinEvery) + time.Millisecond)
+		defer rejoin.Stop()
+		rejoinTick = rejoin.C
 	}
 	for ctx.Err() == nil {
 		s, err := m.connect(ctx)
@@ -107,6 +110,7 @@ func (m *member) run(ctx context.Context, ready func()) {
 				}
 				break connected
 			case <-rejoinTick:
+				rejoin.Reset(m.r.cfg.RejoinEvery)
 				cycle++
 				if cycle%2 == 1 {
 					if !m.leaveAndRejoin(ctx, s) {

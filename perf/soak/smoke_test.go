@@ -3,7 +3,6 @@ package soak
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -160,5 +159,3 @@ func freePorts(t *testing.T, n int) []int {
 	}
 	return ports
 }
-
-var _ = fmt.Sprint
