@@ -122,7 +122,7 @@ func (r *runner) request(ctx context.Context, s *session) {
 		}
 		sent := time.Now()
 		params := fmt.Appendf(nil, `{"n":%d,"t":%d}`, n, sent.UnixNano())
-		err := s.sendCommand(soakRoom, servicesChannel, echoCommand, params, func(env client.Envelope, err error) {
+		_, err := s.sendCommand(soakRoom, servicesChannel, echoCommand, params, func(env client.Envelope, err error) {
 			if ctx.Err() != nil {
 				return // answers cut short by the end of the run count for nothing
 			}

@@ -92,6 +92,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Report, error) {
 		waitTimeout(&wg, stopTimeout)
 		return rep, err
 	}
+	if n := r.c.snapshot()[cDialErrors]; n > 0 {
+		fmt.Fprintf(w, "soak: %d clients failed to connect at first (they keep trying; counted as errors)\n", n)
+	}
 	fmt.Fprintf(w, "soak: clients ready in %.1f s; load running\n\n%s\n\n", time.Since(setupStart).Seconds(), legend)
 	r.startLoad(loadCtx, &wg)
 
@@ -236,8 +239,10 @@ func (r *runner) startClients(ctx context.Context, wg *sync.WaitGroup) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if n := r.c.snapshot()[cDialErrors]; n > 0 {
-		return fmt.Errorf("%d clients could not connect or join: %v", n, r.c.noteList())
+	// Those that failed keep trying in the background (and are counted); if none got in, there
+	// is nothing to soak.
+	if n := r.c.snapshot()[cDialErrors]; n >= int64(r.longLived()) {
+		return fmt.Errorf("no client could connect and join: %v", r.c.noteList())
 	}
 	for _, p := range pubs {
 		wg.Add(1)

@@ -118,7 +118,7 @@ func (s *session) expire(maxAge time.Duration) {
 
 // sendCommand sends command name with params (raw JSON object, nil for {}) to room:channel and
 // calls cb with its answer (or errNoAnswer) on the dispatching goroutine.
-func (s *session) sendCommand(room, channel, name string, params json.RawMessage, cb func(client.Envelope, error)) error {
+func (s *session) sendCommand(room, channel, name string, params json.RawMessage, cb func(client.Envelope, error)) (string, error) {
 	if params == nil {
 		params = json.RawMessage(`{}`)
 	}
@@ -127,7 +127,7 @@ func (s *session) sendCommand(room, channel, name string, params json.RawMessage
 		Parameters json.RawMessage `json:"parameters"`
 	}{name, params})
 	if err != nil {
-		return err
+		return "", err
 	}
 	id := client.NewID("cmd")
 	s.mu.Lock()
@@ -135,12 +135,17 @@ func (s *session) sendCommand(room, channel, name string, params json.RawMessage
 	s.mu.Unlock()
 	err = s.c.Send(client.Envelope{ID: id, Type: "command", Room: room, Channel: channel, Payload: payload})
 	if err != nil {
-		s.mu.Lock()
-		delete(s.waiting, id)
-		s.mu.Unlock()
-		return err
+		s.forget(id)
+		return "", err
 	}
-	return nil
+	return id, nil
+}
+
+// forget drops the waiter of command id (one given up on).
+func (s *session) forget(id string) {
+	s.mu.Lock()
+	delete(s.waiting, id)
+	s.mu.Unlock()
 }
 
 // command sends a command and waits for its answer; an error answer comes back as *client.Error.
@@ -150,9 +155,10 @@ func (s *session) command(ctx context.Context, room, channel, name string, param
 		err error
 	}
 	ch := make(chan answer, 1)
-	if err := s.sendCommand(room, channel, name, params, func(env client.Envelope, err error) {
+	id, err := s.sendCommand(room, channel, name, params, func(env client.Envelope, err error) {
 		ch <- answer{env, err}
-	}); err != nil {
+	})
+	if err != nil {
 		return client.Envelope{}, fmt.Errorf("%s: sending %s: %w", s.id, name, err)
 	}
 	select {
@@ -165,6 +171,7 @@ func (s *session) command(ctx context.Context, room, channel, name string, param
 		}
 		return a.env, nil
 	case <-ctx.Done():
+		s.forget(id)
 		return client.Envelope{}, fmt.Errorf("%s: %s: %w", s.id, name, ctx.Err())
 	case <-s.done:
 		return client.Envelope{}, fmt.Errorf("%s: %s: connection lost", s.id, name)
