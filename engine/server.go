@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -171,15 +172,33 @@ func New(cfg Config, h Handler) *Server {
 // Run listens and serves until Stop. It returns an error if the engine stops
 // without being asked to (gnet stops itself when accept runs out of file
 // descriptors, and returns nil: that is not a clean exit).
+//
+// Each event loop accepts on its own listener (SO_REUSEPORT), one connection
+// at a time, and refuses it over the cap before it accepts the next: with a
+// single acceptor, gnet accepts a storm's whole backlog before the loops can
+// refuse any, so a storm would hold descriptors far beyond the cap, and
+// running out of them stops the engine. Since SO_REUSEPORT would let a second
+// server bind the same port and silently share its clients, a lock on the
+// port (portLock) keeps the port to one server.
 func (s *Server) Run() error {
-	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
-	)
+	}
+	if _, port, err := net.SplitHostPort(s.cfg.Addr); err == nil && port != "0" {
+		// Port 0 would give each loop's listener a port of its own.
+		lock, err := portLock(port)
+		if err != nil {
+			return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
+		}
+		defer lock.Close()
+		opts = append(opts, gnet.WithReusePort(true))
+	}
+	err := gnet.Run(s, "tcp://"+s.cfg.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
 	}
@@ -187,6 +206,18 @@ func (s *Server) Run() error {
 		return fmt.Errorf("engine on %s stopped unexpectedly", s.cfg.Addr)
 	}
 	return nil
+}
+
+// portLock holds a name in the abstract Unix socket namespace (private to
+// the network namespace, gone with the process) for a TCP port: a second
+// server on the same port fails here, as it would to bind without
+// SO_REUSEPORT.
+func portLock(port string) (io.Closer, error) {
+	l, err := net.Listen("unix", "@arqonbus-tcp-port-"+port)
+	if err != nil {
+		return nil, fmt.Errorf("port %s is already served by another server: %w", port, err)
+	}
+	return l, nil
 }
 
 // Ready is closed once the server accepts connections.
