@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -390,76 +388,6 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		c.messageStarted = c.lastSeen
 	}
 	return gnet.None
-}
-
-// maxRequestBytes bounds an upgrade request; browsers send well under 4 KiB.
-const maxRequestBytes = 16 << 10
-
-var crlf2 = []byte("\r\n\r\n")
-
-// handshake upgrades c once its whole request is buffered. It gives the
-// upgrader exactly the request's bytes, so frames the client pipelined behind
-// the request stay in the buffer for the frame parser. It reports whether the
-// connection is now open.
-func (s *Server) handshake(c *Conn) bool {
-	buf, _ := c.gc.Peek(-1)
-	end := bytes.Index(buf, crlf2)
-	if end < 0 {
-		if len(buf) > maxRequestBytes {
-			c.closing = true
-			_, _ = c.gc.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
-			c.linger()
-		}
-		return false
-	}
-	reqLen := end + len(crlf2)
-	req := &Request{Header: make(http.Header), RemoteAddr: c.remote}
-	var out bytes.Buffer
-	up := ws.Upgrader{
-		OnRequest: func(uri []byte) error {
-			req.URI = string(uri)
-			u, err := url.ParseRequestURI(req.URI)
-			if err != nil {
-				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad request URI"))
-			}
-			req.Query = u.Query()
-			return nil
-		},
-		OnHost: func(host []byte) error {
-			req.Header.Set("Host", string(host))
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			req.Header.Add(string(key), string(value))
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			err := s.handler.Upgrade(c, req)
-			if err == nil {
-				return ws.HandshakeHeaderString(""), nil
-			}
-			var rej *Reject
-			if errors.As(err, &rej) {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status), ws.RejectionReason(rej.Reason))
-			}
-			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason(err.Error()))
-		},
-	}
-	_, err := up.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{bytes.NewReader(buf[:reqLen]), &out})
-	_, _ = c.gc.Discard(reqLen)
-	c.enqueue(out.Bytes())
-	if err != nil {
-		c.closing = true
-		c.flush()
-		c.linger()
-		return false
-	}
-	c.state = stateOpen
-	s.handler.Open(c)
-	return !c.closing
 }
 
 // OnTick sweeps each loop's connections for handshake and frame deadlines,
