@@ -28,6 +28,7 @@ fuzz-short: ## a short run of each fuzz target, counted in executions (longer: m
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./codec/
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./codec/
 	$(GO) test -run='^$$' -fuzz='^FuzzFrameReader$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./engine/
+	$(GO) test -run='^$$' -fuzz='^FuzzUpgrade$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./engine/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodePeer$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./bus/
 
 bench: build ## load-test a fresh server: fan-out, channels, commands, idle (BENCH_RUNS=3 for medians; see scripts/bench.sh)

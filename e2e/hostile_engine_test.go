@@ -1,14 +1,22 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -328,5 +336,297 @@ func TestRefusedStreamGetsItsCloseCode(t *testing.T) {
 	ctx := testCtx(t, 5*time.Second)
 	if _, err := witness.Command(ctx, "science", "general", "ping", nil); err != nil {
 		t.Errorf("witness broken after the refused streams: %v", err)
+	}
+}
+
+// startLimited runs the binary with a file limit of nofile descriptors (set
+// by the shell it is exec'd from, so the process is the server itself).
+func startLimited(t *testing.T, nofile int, args []string, env ...string) *server {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatalf("server binary not available: %v", buildErr)
+	}
+	s := &server{Port: freePort(t), HTTPPort: freePort(t), TelemetryPort: freePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
+	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
+	s.URL = "ws://" + s.Addr + "/"
+	s.HTTPURL = "http://127.0.0.1:" + strconv.Itoa(s.HTTPPort)
+	all := append([]string{"-c", `ulimit -n "$1" && shift && exec "$@"`, "sh", strconv.Itoa(nofile), binPath,
+		"--host", "127.0.0.1", "--port", strconv.Itoa(s.Port),
+		"--http-port", strconv.Itoa(s.HTTPPort), "--telemetry-port", strconv.Itoa(s.TelemetryPort)}, args...)
+	s.cmd = exec.Command("sh", all...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ARQONBUS_") {
+			s.cmd.Env = append(s.cmd.Env, kv)
+		}
+	}
+	s.cmd.Env = append(s.cmd.Env, env...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			out := s.Output()
+			if len(out) > 20000 {
+				out = "...\n" + out[len(out)-20000:]
+			}
+			t.Logf("arqonbus output:\n%s", out)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.Output(), "arqonbus listening") {
+		if !s.Alive() || time.Now().After(deadline) {
+			t.Fatalf("server with a file limit of %d did not start: %s", nofile, s.Output())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	return s
+}
+
+// logInt is the integer value of key=... in the server's output.
+func logInt(t *testing.T, s *server, key string) int {
+	t.Helper()
+	m := regexp.MustCompile(`\b` + key + `=(\d+)`).FindStringSubmatch(s.Output())
+	if m == nil {
+		t.Fatalf("no %s in the server's log", key)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// stormOutcome counts how the upgrades of a storm were answered.
+type stormOutcome struct {
+	mu       sync.Mutex
+	upgraded []net.Conn // kept open
+	refused  int        // HTTP 503
+	other    map[string]int
+}
+
+// storm makes n upgrade attempts, concurrency at a time, keeping the
+// upgraded connections open.
+func storm(s *server, n, concurrency int, out *stormOutcome) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range next {
+				status, nc, err := tryUpgrade(s)
+				out.mu.Lock()
+				switch {
+				case status == http.StatusSwitchingProtocols:
+					out.upgraded = append(out.upgraded, nc)
+				case status == http.StatusServiceUnavailable:
+					out.refused++
+				default:
+					out.other[failureKind(status, err)]++
+				}
+				out.mu.Unlock()
+			}
+		}()
+	}
+	for i := range n {
+		if i%100 == 0 && !s.Alive() {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// failureKind names how an upgrade attempt failed, without its addresses.
+func failureKind(status int, err error) string {
+	switch {
+	case err == nil:
+		return fmt.Sprintf("HTTP %d", status)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "closed without an answer"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// tryUpgrade sends an upgrade request on a fresh TCP connection and reads
+// the status; the connection stays open only when it upgraded.
+func tryUpgrade(s *server) (int, net.Conn, error) {
+	nc, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	if err != nil {
+		return 0, nil, err
+	}
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Write(upgradeRequest(s, "")); err != nil {
+		nc.Close()
+		return 0, nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		nc.Close()
+		return 0, nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		nc.Close()
+		return resp.StatusCode, nil, nil
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return resp.StatusCode, nc, nil
+}
+
+// TestConnectionStormAtFileLimit: with a low file limit, a storm of
+// connections fills the derived connection cap and the rest are refused with
+// HTTP 503, the node stays up, the clients it had keep publishing and
+// receiving, and after the storm new clients connect and are served. A
+// --max-connections above what the file limit holds is lowered (and logged):
+// gnet stops its engine for good when accept runs out of descriptors, so the
+// node must never let it get there. Before, a file limit under 1024 gave a cap
+// of 900, and the storm killed the node.
+func TestConnectionStormAtFileLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"derived cap", nil},
+		{"max-connections above the limit", []string{"--max-connections", "100000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const (
+				nofile           = 512
+				stormConcurrency = 1000 // connections in flight at once: a burst twice the file limit
+			)
+			s := startLimited(t, nofile, tc.args, "ARQONBUS_TELEMETRY_MAX_CONNECTIONS=16", "ARQONBUS_RATE_LIMIT=0")
+			maxConns := logInt(t, s, "max_connections")
+			t.Logf("file limit %d: max_connections %d", nofile, maxConns)
+			if maxConns >= nofile || maxConns < 50 {
+				t.Errorf("max_connections %d with a file limit of %d", maxConns, nofile)
+			}
+			if tc.args != nil && !strings.Contains(s.Output(), "max-connections lowered") {
+				t.Errorf("--max-connections 100000 was not lowered with a log line")
+			}
+
+			ctx := testCtx(t, 60*time.Second)
+			pub := dial(t, s, client.WithClientID("storm_pub"))
+			sub := dial(t, s, client.WithClientID("storm_sub"))
+			for _, c := range []*client.Conn{pub, sub} {
+				if err := c.Join(ctx, "storm", "live"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The healthy pair keeps talking through the storm.
+			stop := make(chan struct{})
+			talked := make(chan error, 1)
+			go func() {
+				n := 0
+				for {
+					select {
+					case <-stop:
+						if n == 0 {
+							talked <- errors.New("no event went through during the storm")
+						} else {
+							talked <- nil
+						}
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					id, err := pub.Publish("storm", "live", map[string]any{"n": n})
+					if err != nil {
+						talked <- fmt.Errorf("publish during the storm: %w", err)
+						return
+					}
+					ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					_, err = sub.Expect(ectx, func(e client.Envelope) bool { return e.ID == id })
+					cancel()
+					if err != nil {
+						talked <- fmt.Errorf("event %d during the storm: %w", n, err)
+						return
+					}
+					n++
+				}
+			}()
+
+			// Idle connections to the HTTP and telemetry ports take what those
+			// ports may hold (the HTTP server holds ops.MaxConnections, the rest
+			// wait in its backlog; telemetry refuses past its cap).
+			var side []net.Conn
+			defer func() {
+				for _, c := range side {
+					c.Close()
+				}
+			}()
+			for _, port := range []int{s.HTTPPort, s.TelemetryPort} {
+				for range 300 {
+					c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+					if err != nil {
+						t.Fatalf("dial port %d: %v", port, err)
+					}
+					side = append(side, c)
+				}
+			}
+			out := &stormOutcome{other: map[string]int{}}
+			start := time.Now()
+			storm(s, maxConns+300, stormConcurrency, out)
+			// Then hammer the full node: every attempt is refused at once.
+			storm(s, 2000, stormConcurrency, out)
+			took := time.Since(start)
+			close(stop)
+			talkErr := <-talked
+			upgraded := len(out.upgraded)
+			for _, nc := range out.upgraded {
+				nc.Close()
+			}
+			t.Logf("storm of %d attempts in %v: %d upgraded, %d refused with 503, others %v",
+				maxConns+2300, took.Round(time.Millisecond), upgraded, out.refused, out.other)
+			if !s.Alive() {
+				t.Fatalf("the node died in the storm")
+			}
+			if strings.Contains(s.Output(), "too many open files") {
+				t.Errorf("the node ran out of descriptors")
+			}
+			if talkErr != nil {
+				t.Error(talkErr)
+			}
+			// The healthy pair holds two of the slots.
+			if upgraded > maxConns-2 || upgraded < maxConns-2-5 {
+				t.Errorf("%d upgraded, want the maxConns %d less the healthy pair", upgraded, maxConns)
+			}
+			if out.refused < 2000 {
+				t.Errorf("%d refused with 503, want at least the 2000 attempts on the full node", out.refused)
+			}
+			others := 0
+			for _, n := range out.other {
+				others += n
+			}
+			if others > (maxConns+2300)/100 {
+				t.Errorf("%d attempts neither upgraded nor refused with 503: %v", others, out.other)
+			}
+			// After the storm, newcomers are served.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				status, c, _ := dialResult(s)
+				if c != nil {
+					c.Close()
+				}
+				if status == http.StatusSwitchingProtocols {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no newcomer accepted after the storm (last status %d)", status)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			busServes(t, s, nil)
+			if !s.Alive() {
+				t.Fatal("the node died after the storm")
+			}
+		})
 	}
 }

@@ -1,12 +1,11 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -171,15 +170,33 @@ func New(cfg Config, h Handler) *Server {
 // Run listens and serves until Stop. It returns an error if the engine stops
 // without being asked to (gnet stops itself when accept runs out of file
 // descriptors, and returns nil: that is not a clean exit).
+//
+// Each event loop accepts on its own listener (SO_REUSEPORT), one connection
+// at a time, and refuses it over the cap before it accepts the next: with a
+// single acceptor, gnet accepts a storm's whole backlog before the loops can
+// refuse any, so a storm would hold descriptors far beyond the cap, and
+// running out of them stops the engine. Since SO_REUSEPORT would let a second
+// server bind the same port and silently share its clients, a lock on the
+// port (portLock) keeps the port to one server.
 func (s *Server) Run() error {
-	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
-	)
+	}
+	if _, port, err := net.SplitHostPort(s.cfg.Addr); err == nil && port != "0" {
+		// Port 0 would give each loop's listener a port of its own.
+		lock, err := portLock(port)
+		if err != nil {
+			return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
+		}
+		defer lock.Close()
+		opts = append(opts, gnet.WithReusePort(true))
+	}
+	err := gnet.Run(s, "tcp://"+s.cfg.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
 	}
@@ -187,6 +204,18 @@ func (s *Server) Run() error {
 		return fmt.Errorf("engine on %s stopped unexpectedly", s.cfg.Addr)
 	}
 	return nil
+}
+
+// portLock holds a name in the abstract Unix socket namespace (private to
+// the network namespace, gone with the process) for a TCP port: a second
+// server on the same port fails here, as it would to bind without
+// SO_REUSEPORT.
+func portLock(port string) (io.Closer, error) {
+	l, err := net.Listen("unix", "@arqonbus-tcp-port-"+port)
+	if err != nil {
+		return nil, fmt.Errorf("port %s is already served by another server: %w", port, err)
+	}
+	return l, nil
 }
 
 // Ready is closed once the server accepts connections.
@@ -359,76 +388,6 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		c.messageStarted = c.lastSeen
 	}
 	return gnet.None
-}
-
-// maxRequestBytes bounds an upgrade request; browsers send well under 4 KiB.
-const maxRequestBytes = 16 << 10
-
-var crlf2 = []byte("\r\n\r\n")
-
-// handshake upgrades c once its whole request is buffered. It gives the
-// upgrader exactly the request's bytes, so frames the client pipelined behind
-// the request stay in the buffer for the frame parser. It reports whether the
-// connection is now open.
-func (s *Server) handshake(c *Conn) bool {
-	buf, _ := c.gc.Peek(-1)
-	end := bytes.Index(buf, crlf2)
-	if end < 0 {
-		if len(buf) > maxRequestBytes {
-			c.closing = true
-			_, _ = c.gc.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
-			c.linger()
-		}
-		return false
-	}
-	reqLen := end + len(crlf2)
-	req := &Request{Header: make(http.Header), RemoteAddr: c.remote}
-	var out bytes.Buffer
-	up := ws.Upgrader{
-		OnRequest: func(uri []byte) error {
-			req.URI = string(uri)
-			u, err := url.ParseRequestURI(req.URI)
-			if err != nil {
-				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad request URI"))
-			}
-			req.Query = u.Query()
-			return nil
-		},
-		OnHost: func(host []byte) error {
-			req.Header.Set("Host", string(host))
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			req.Header.Add(string(key), string(value))
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			err := s.handler.Upgrade(c, req)
-			if err == nil {
-				return ws.HandshakeHeaderString(""), nil
-			}
-			var rej *Reject
-			if errors.As(err, &rej) {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status), ws.RejectionReason(rej.Reason))
-			}
-			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason(err.Error()))
-		},
-	}
-	_, err := up.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{bytes.NewReader(buf[:reqLen]), &out})
-	_, _ = c.gc.Discard(reqLen)
-	c.enqueue(out.Bytes())
-	if err != nil {
-		c.closing = true
-		c.flush()
-		c.linger()
-		return false
-	}
-	c.state = stateOpen
-	s.handler.Open(c)
-	return !c.closing
 }
 
 // OnTick sweeps each loop's connections for handshake and frame deadlines,

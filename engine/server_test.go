@@ -460,3 +460,23 @@ func TestLingerEnds(t *testing.T) {
 		t.Fatalf("closed after %v, before the linger", d)
 	}
 }
+
+// A second server on a port that is served fails to start, as it would
+// without SO_REUSEPORT, instead of sharing the first one's clients.
+func TestPortServedOnce(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	second := New(Config{Addr: s.cfg.Addr, Logger: s.log}, &echoHandler{})
+	done := make(chan error, 1)
+	go func() { done <- second.Run() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "already served") {
+			t.Fatalf("second server on %s: %v", s.cfg.Addr, err)
+		}
+	case <-second.Ready():
+		_ = second.Stop(context.Background())
+		t.Fatalf("a second server started on %s", s.cfg.Addr)
+	case <-time.After(5 * time.Second):
+		t.Fatal("second server neither started nor failed")
+	}
+}

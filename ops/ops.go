@@ -193,10 +193,11 @@ func (s *Server) Start() error {
 	if s.srv != nil {
 		return errors.New("ops: already started")
 	}
-	ln, err := net.Listen("tcp", s.opts.Addr)
+	tcp, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("ops: listen %q: %w", s.opts.Addr, err)
 	}
+	ln := newLimitListener(tcp, MaxConnections)
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,

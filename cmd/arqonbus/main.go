@@ -208,7 +208,11 @@ func run(cfg *config) error {
 	}
 	n.log.Info("arqonbus listening", "addr", "ws://"+addr, "telemetry", "ws://"+telAddr,
 		"http", "http://"+net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)), "node_id", cfg.NodeID,
-		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status, "mode", mode, "gomaxprocs", runtime.GOMAXPROCS(0))
+		"version", bus.Version, "max_connections", cfg.MaxConnections, "file_limit", cfg.FileLimit, "storage", h.Mode, "storage_status", h.Status, "mode", mode, "gomaxprocs", runtime.GOMAXPROCS(0))
+	if cfg.MaxConnectionsAsked != 0 {
+		n.log.Warn("max-connections lowered to what the file limit holds: an engine that runs out of descriptors stops accepting for good",
+			"asked", cfg.MaxConnectionsAsked, "max_connections", cfg.MaxConnections, "file_limit", cfg.FileLimit)
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
