@@ -5,7 +5,7 @@ BIN     := bin
 # when it expires (Go 1.26 fuzz coordinator race, go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
 
-.PHONY: run build test test-deps unit fuzz-short fuzz-long bench lint fmt vet clean
+.PHONY: run build test test-deps unit fuzz-short fuzz-long bench soak lint fmt vet clean
 
 build: ## build the server and the load generator into bin/
 	@echo "==> building bin/arqonbus and bin/arqonbus-load"
@@ -28,6 +28,7 @@ fuzz-short: ## a short run of each fuzz target, counted in executions (longer: m
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./codec/
 	$(GO) test -run='^$$' -fuzz='^FuzzAppendString$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./codec/
 	$(GO) test -run='^$$' -fuzz='^FuzzFrameReader$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./engine/
+	$(GO) test -run='^$$' -fuzz='^FuzzUpgrade$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./engine/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodePeer$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./bus/
 	$(GO) test -run='^$$' -fuzz='^FuzzCommandParams$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=1000x ./bus/
 
@@ -36,6 +37,9 @@ bench: build ## load-test a fresh server: fan-out, channels, commands, idle (BEN
 
 fuzz-long: ## an hour per fuzz target (FUZZ_DURATION=1h), keeping the corpus under testdata/fuzz/
 	@bash scripts/fuzz-long.sh
+
+soak: ## a long mixed load against a fresh server, one line a minute, verdict flat or not (SOAK_DURATION=30m, SOAK_STORAGE=redis; see scripts/soak.sh); not part of make test
+	@bash scripts/soak.sh
 
 gobench: ## in-process micro-benchmarks with allocations
 	$(GO) test -run='^$$' -bench=. -benchmem ./codec/ ./engine/ ./fanout/ ./bus/ ./telemetry/ ./cluster/

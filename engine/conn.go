@@ -2,6 +2,8 @@ package engine
 
 import (
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -38,6 +40,17 @@ type Conn struct {
 	pendingN int
 	dirty    bool // in loop.dirty
 
+	// A closing connection lingers: its close frame and FIN sent, its input
+	// discarded, until the peer closes too or this loop clock passes (0: not
+	// lingering). wrShut says the FIN went out.
+	lingerUntil int64
+	wrShut      bool
+
+	// Loop clock of the first byte of the frame in progress and of the first
+	// fragment of the message in progress (0: none), for the frame deadline.
+	frameStarted   int64
+	messageStarted int64
+
 	// Requested bytes: frames the client asked for (a replay, a history
 	// answer) may exceed the slow-consumer bound while the socket drains them.
 	// granted is how many of them may still sit in gnet's outbound buffer (an
@@ -47,6 +60,7 @@ type Conn struct {
 	pendingGranted int
 
 	closed atomic.Bool
+	gapped atomic.Bool // a frame for it was dropped: its loop closes it with 1013
 	remote string
 }
 
@@ -56,7 +70,8 @@ func (c *Conn) Loop() *Loop { return c.loop }
 // RemoteAddr is the peer's address as text.
 func (c *Conn) RemoteAddr() string { return c.remote }
 
-// Closed reports whether the connection is gone. Safe from any goroutine.
+// Closed reports whether the connection is closing or gone: nothing more
+// will be written to it. Safe from any goroutine.
 func (c *Conn) Closed() bool { return c.closed.Load() }
 
 // Write queues an encoded frame to go out when the current callback or inbox
@@ -121,7 +136,8 @@ func (c *Conn) CloseNow(code ws.StatusCode, reason string) {
 	c.closeWith(code, reason)
 }
 
-// closeWith queues a close frame behind what is pending, flushes, and closes.
+// closeWith queues a close frame behind what is pending, flushes, and closes
+// gracefully (see linger).
 func (c *Conn) closeWith(code ws.StatusCode, reason string) {
 	if c.closing || c.state == stateClosed {
 		return
@@ -131,7 +147,46 @@ func (c *Conn) closeWith(code ws.StatusCode, reason string) {
 	}
 	c.closing = true
 	c.flush()
-	_ = c.gc.Close()
+	c.linger()
+}
+
+// closeLinger is how long a closing connection waits for its peer to close
+// after the server's close frame and FIN.
+const closeLinger = 2 * time.Second
+
+// linger finishes a close without a reset. Closing a socket whose peer is
+// still sending (a frame refused on its header keeps streaming) makes the
+// kernel answer with RST, and the peer loses the close frame it has not read
+// yet: it sees 1006. So the connection stops reading (OnTraffic discards),
+// sends FIN once its last bytes are out, and is closed when the peer closes
+// (gnet reads EOF) or, at the latest, by the sweep after closeLinger.
+func (c *Conn) linger() {
+	if c.state == stateClosed {
+		return // the flush failed and gnet closed it
+	}
+	c.closed.Store(true)
+	c.lingerUntil = c.loop.srv.clock() + int64(closeLinger)
+	c.shutdownWrite()
+}
+
+// shutdownWrite sends FIN once gnet holds no more bytes for the peer.
+func (c *Conn) shutdownWrite() {
+	if c.wrShut || c.gc.OutboundBuffered() > 0 {
+		return
+	}
+	c.wrShut = true
+	if fd := c.gc.Fd(); fd >= 0 {
+		_ = syscall.Shutdown(fd, syscall.SHUT_WR)
+	}
+}
+
+// lingerTick runs from the sweep for a lingering connection.
+func (c *Conn) lingerTick(now int64) {
+	c.shutdownWrite()
+	if now >= c.lingerUntil {
+		c.lingerUntil = 0
+		_ = c.gc.Close()
+	}
 }
 
 // abort closes without a close frame: for a peer that is not reading.
@@ -223,7 +278,7 @@ func (c *Conn) onClose(code ws.StatusCode) {
 		c.enqueue(AppendFrame(nil, ws.OpClose, nil))
 		c.closing = true
 		c.flush()
-		_ = c.gc.Close()
+		c.linger()
 		return
 	}
 	c.closeWith(code, "")

@@ -49,4 +49,5 @@ func (discardConn) Writev(bs [][]byte) (int, error) {
 }
 
 func (discardConn) OutboundBuffered() int { return 0 }
+func (discardConn) Fd() int               { return -1 }
 func (discardConn) Close() error          { return nil }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
@@ -18,15 +19,21 @@ type Loop struct {
 	srv *Server
 	el  gnet.EventLoop
 
-	mu        sync.Mutex
-	inbox     []delivery
-	scheduled bool // a drain is queued on the loop
+	mu         sync.Mutex
+	inbox      []delivery
+	inboxBytes int  // what the inbox holds, as inboxCost counts it
+	scheduled  bool // a drain is queued on the loop
+
+	// gapped says that a frame for some connection on this loop was dropped
+	// (the connection carries its own flag): the next drain closes them.
+	gapped atomic.Bool
 
 	// Loop-only state.
-	spare []delivery
-	dirty []*Conn // connections with pending frames
-	conns map[*Conn]struct{}
-	drain gnet.RunnableFunc
+	spare  []delivery
+	dirty  []*Conn // connections with pending frames
+	conns  map[*Conn]struct{}
+	drain  gnet.RunnableFunc
+	warned int64 // server clock of the last warning about a full inbox
 
 	swept atomic.Int64 // server clock of the last sweep: proves the loop runs
 }
@@ -59,11 +66,27 @@ func (l *Loop) Deliver(frame []byte, to []*Conn, except *Conn) {
 	l.post(delivery{frame: frame, to: to, except: except})
 }
 
+// deliveryOverhead is what a queued delivery costs besides its frame.
+const deliveryOverhead = int(unsafe.Sizeof(delivery{}))
+
+// inboxCost is what d counts against Config.MaxLoopInboxBytes.
+func inboxCost(d *delivery) int { return len(d.frame) + deliveryOverhead }
+
+// post queues d for the loop. A frame that would take the inbox over its
+// bound is dropped, and its recipients are closed with 1013 by the next drain
+// (see dropped); runs and closes are never dropped.
 func (l *Loop) post(d delivery) {
 	if l.srv.cfg.OnRouted != nil {
 		d.posted = l.srv.clock()
 	}
+	cost := inboxCost(&d)
 	l.mu.Lock()
+	if d.run == nil && d.closeCode == 0 && l.inboxBytes+cost > l.srv.cfg.MaxLoopInboxBytes {
+		l.mu.Unlock()
+		l.dropped(&d)
+		return
+	}
+	l.inboxBytes += cost
 	l.inbox = append(l.inbox, d)
 	wake := !l.scheduled
 	l.scheduled = true
@@ -75,6 +98,7 @@ func (l *Loop) post(d delivery) {
 			l.scheduled = false
 			clear(l.inbox)
 			l.inbox = l.inbox[:0]
+			l.inboxBytes = 0
 			l.mu.Unlock()
 		}
 	}
@@ -85,8 +109,13 @@ func (l *Loop) runDrain(context.Context) error {
 	l.mu.Lock()
 	batch := l.inbox
 	l.inbox = l.spare
+	l.inboxBytes = 0
 	l.scheduled = false
 	l.mu.Unlock()
+
+	if l.gapped.Swap(false) {
+		l.closeGapped()
+	}
 
 	var delivered uint64
 	for i := range batch {
@@ -129,6 +158,41 @@ func (l *Loop) runDrain(context.Context) error {
 	clear(batch)
 	l.spare = batch[:0]
 	return nil
+}
+
+// dropped counts a delivery refused by a full inbox and marks its
+// recipients: a client that silently missed a frame could not know to catch
+// up, so each is closed with 1013 before anything more is written to it, and
+// reconnects and resumes with since. The inbox is not empty (it is full), so
+// a drain is coming. Any goroutine.
+func (l *Loop) dropped(d *delivery) {
+	n := 0
+	if d.one != nil {
+		d.one.gapped.Store(true)
+		n = 1
+	}
+	for _, c := range d.to {
+		if c != d.except {
+			c.gapped.Store(true)
+			n++
+		}
+	}
+	l.srv.stats.inboxDropped.Add(uint64(n))
+	l.gapped.Store(true)
+}
+
+// closeGapped closes the connections that missed a frame. Loop only.
+func (l *Loop) closeGapped() {
+	for c := range l.conns {
+		if c.gapped.Load() {
+			c.closeWith(CloseTryAgainLater, "server overloaded: reconnect and resume with since")
+		}
+	}
+	if now := l.srv.clock(); l.warned == 0 || now-l.warned > int64(10*time.Second) {
+		l.warned = now
+		l.srv.log.Warn("event loop inbox full: frames dropped, their recipients closed with 1013",
+			"max_loop_inbox_bytes", l.srv.cfg.MaxLoopInboxBytes, "dropped_total", l.srv.stats.inboxDropped.Load())
+	}
 }
 
 // flushDirty writes every connection's pending frames. Called at the end of

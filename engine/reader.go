@@ -26,6 +26,23 @@ type msgReader struct {
 	maxMessage int64
 	frag       []byte // finished fragments of the message in progress
 	inFrag     bool
+
+	// The frame in progress, whose header was parsed (and checked) but whose
+	// payload is not all buffered yet: hdrLen is 0 when there is none. Kept so
+	// that a frame trickled in costs one parse, and so that need can tell the
+	// caller not to look at the buffer again until the payload is complete.
+	hdr    frameHeader
+	hdrLen int
+}
+
+// need is how many bytes, counted from the first unconsumed one, must be
+// buffered before feed can make progress: the whole frame in progress, or 0
+// when any new byte may help (no frame started, or its header incomplete).
+func (r *msgReader) need() int {
+	if r.hdrLen == 0 {
+		return 0
+	}
+	return r.hdrLen + int(r.hdr.length)
 }
 
 // fragKeepCap bounds the fragment buffer kept between messages, so one huge
@@ -33,37 +50,37 @@ type msgReader struct {
 const fragKeepCap = 64 << 10
 
 // feed parses every complete frame at the start of b, unmasking payloads in
-// place, and returns how many bytes it consumed. A non-nil error means the
-// connection must be closed with that error's code; bytes after a close frame
-// are not parsed.
+// place, and returns how many bytes it consumed. b must start at the first
+// byte not consumed by the previous call and hold at least the bytes that call
+// saw. A non-nil error means the connection must be closed with that error's
+// code; bytes after a close frame are not parsed.
 func (r *msgReader) feed(b []byte, s frameSink) (consumed int, err *closeError) {
 	pos := 0
 	for !s.stopped() {
-		h, hl, cerr := parseHeader(b[pos:], r.maxMessage)
-		if cerr != nil {
-			return pos, cerr
-		}
-		if hl == 0 {
-			return pos, nil
-		}
-		// Refuse on the header, before the payload is awaited.
-		switch h.opcode {
-		case ws.OpBinary:
-			return pos, errBinary
-		case ws.OpText:
-			if r.inFrag {
-				return pos, errExpectedCont
+		var (
+			h  frameHeader
+			hl int
+		)
+		if r.hdrLen > 0 {
+			// Parsed and checked by an earlier call, at the start of b.
+			h, hl = r.hdr, r.hdrLen
+			r.hdrLen = 0
+		} else {
+			var cerr *closeError
+			h, hl, cerr = parseHeader(b[pos:], r.maxMessage)
+			if cerr != nil {
+				return pos, cerr
 			}
-		case ws.OpContinuation:
-			if !r.inFrag {
-				return pos, errUnexpectedCont
+			if hl == 0 {
+				return pos, nil
 			}
-			if int64(len(r.frag))+h.length > r.maxMessage {
-				return pos, errTooBig
+			if cerr := r.checkHeader(h); cerr != nil {
+				return pos, cerr
 			}
 		}
 		total := hl + int(h.length)
 		if len(b)-pos < total {
+			r.hdr, r.hdrLen = h, hl
 			return pos, nil
 		}
 		payload := b[pos+hl : pos+total]
@@ -111,4 +128,24 @@ func (r *msgReader) feed(b []byte, s frameSink) (consumed int, err *closeError) 
 		}
 	}
 	return pos, nil
+}
+
+// checkHeader refuses a frame on its header, before its payload is awaited.
+func (r *msgReader) checkHeader(h frameHeader) *closeError {
+	switch h.opcode {
+	case ws.OpBinary:
+		return errBinary
+	case ws.OpText:
+		if r.inFrag {
+			return errExpectedCont
+		}
+	case ws.OpContinuation:
+		if !r.inFrag {
+			return errUnexpectedCont
+		}
+		if int64(len(r.frag))+h.length > r.maxMessage {
+			return errTooBig
+		}
+	}
+	return nil
 }

@@ -42,12 +42,24 @@ func clientFrame(fin bool, op ws.OpCode, payload []byte) []byte {
 // how many new bytes arrive per read.
 func feedAll(t *testing.T, maxMsg int64, stream []byte, chunk int) (*recorder, *closeError) {
 	t.Helper()
+	return feedChunks(t, maxMsg, stream, func() int { return chunk })
+}
+
+// feedChunks is feedAll with the size of each read given by next. Like the
+// engine, it does not call the reader while fewer bytes are buffered than it
+// said it needs.
+func feedChunks(t *testing.T, maxMsg int64, stream []byte, next func() int) (*recorder, *closeError) {
+	t.Helper()
 	r := &msgReader{maxMessage: maxMsg}
 	rec := &recorder{}
 	var buf []byte
-	for off := 0; off < len(stream); off += chunk {
-		end := min(off+chunk, len(stream))
+	for off := 0; off < len(stream); {
+		end := min(off+max(next(), 1), len(stream))
 		buf = append(buf, stream[off:end]...)
+		off = end
+		if len(buf) < r.need() {
+			continue
+		}
 		n, err := r.feed(buf, rec)
 		buf = buf[n:]
 		if err != nil {
@@ -162,6 +174,23 @@ func TestReaderErrors(t *testing.T) {
 	}
 }
 
+// A frame's header is parsed once: while its payload is incomplete the reader
+// asks for the whole frame before it needs to be called again.
+func TestReaderNeedsTheWholeFrame(t *testing.T) {
+	r := &msgReader{maxMessage: 1 << 20}
+	rec := &recorder{}
+	f := clientFrame(true, ws.OpText, bytes.Repeat([]byte("n"), 1000))
+	if n, err := r.feed(f[:10], rec); n != 0 || err != nil || r.need() != len(f) {
+		t.Fatalf("after the header: consumed %d, err %v, need %d, want %d", n, err, r.need(), len(f))
+	}
+	// The header's bytes are not parsed again: corrupting them changes nothing.
+	g := append([]byte(nil), f...)
+	g[0] = 0xff
+	if n, err := r.feed(g, rec); n != len(f) || err != nil || len(rec.msgs) != 1 || r.need() != 0 {
+		t.Fatalf("whole frame: consumed %d, err %v, %d messages, need %d", n, err, len(rec.msgs), r.need())
+	}
+}
+
 // The too-big verdict comes from the header: the reader must not wait for
 // (or buffer) a payload it will refuse.
 func TestReaderRefusesOnHeader(t *testing.T) {
@@ -209,21 +238,32 @@ func TestServerFrames(t *testing.T) {
 }
 
 func FuzzFrameReader(f *testing.F) {
-	f.Add(clientFrame(true, ws.OpText, []byte(`{"a":1}`)), uint8(1))
-	f.Add(append(clientFrame(false, ws.OpText, []byte("he")), clientFrame(true, ws.OpContinuation, []byte("y"))...), uint8(3))
-	f.Add(clientFrame(true, ws.OpClose, []byte{0x03, 0xE8}), uint8(2))
-	f.Add(clientFrame(true, ws.OpPing, []byte("x")), uint8(5))
-	f.Add(rawHeader(0x81, 0x80|127, []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true), uint8(1))
-	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		// Whatever the split, the reader must see the same messages and
-		// reach the same verdict.
+	f.Add(clientFrame(true, ws.OpText, []byte(`{"a":1}`)), []byte{1})
+	f.Add(append(clientFrame(false, ws.OpText, []byte("he")), clientFrame(true, ws.OpContinuation, []byte("y"))...), []byte{3, 1, 7})
+	f.Add(clientFrame(true, ws.OpClose, []byte{0x03, 0xE8}), []byte{2})
+	f.Add(clientFrame(true, ws.OpPing, []byte("x")), []byte{5, 2})
+	f.Add(rawHeader(0x81, 0x80|127, []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, true), []byte{1})
+	f.Add(append(clientFrame(true, ws.OpText, bytes.Repeat([]byte("z"), 300)), clientFrame(true, ws.OpText, []byte("next"))...), []byte{1, 3, 200, 0, 64})
+	f.Fuzz(func(t *testing.T, stream []byte, sizes []byte) {
+		// Whatever the reads' sizes, the reader (which keeps the header of
+		// the frame in progress between reads) must see the same messages
+		// and reach the same verdict as when it gets the stream at once.
 		whole, werr := feedAll(t, 4096, append([]byte(nil), stream...), len(stream)+1)
-		split, serr := feedAll(t, 4096, append([]byte(nil), stream...), int(chunk%16)+1)
+		i := 0
+		split, serr := feedChunks(t, 4096, append([]byte(nil), stream...), func() int {
+			if len(sizes) == 0 {
+				return 1
+			}
+			n := int(sizes[i%len(sizes)])
+			i++
+			return n
+		})
 		if (werr == nil) != (serr == nil) || (werr != nil && werr.code != serr.code) {
 			t.Fatalf("verdicts differ: whole %v, split %v", werr, serr)
 		}
-		if len(whole.msgs) != len(split.msgs) {
-			t.Fatalf("messages differ: %d vs %d", len(whole.msgs), len(split.msgs))
+		if len(whole.msgs) != len(split.msgs) || len(whole.pings) != len(split.pings) || whole.pongs != split.pongs || whole.closeCode != split.closeCode {
+			t.Fatalf("events differ: whole %d messages %d pings %d pongs close %d, split %d %d %d %d",
+				len(whole.msgs), len(whole.pings), whole.pongs, whole.closeCode, len(split.msgs), len(split.pings), split.pongs, split.closeCode)
 		}
 		for i := range whole.msgs {
 			if whole.msgs[i] != split.msgs[i] {

@@ -1,12 +1,11 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -30,6 +29,8 @@ type Config struct {
 	HandshakeTimeout  time.Duration // from accept to a complete upgrade request
 	PingInterval      time.Duration // silence after which the server pings
 	IdleTimeout       time.Duration // silence after which the connection is closed
+	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
+	MaxLoopInboxBytes int           // frames queued for one event loop (plus a small cost per delivery); beyond, dropped
 	Logger            *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
 	// posted to a loop and its frames being written: once per message per
@@ -61,6 +62,17 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		// Shorter than the idle timeout, so trickling bytes cannot hold a
+		// connection longer than silence could; long enough that a link of
+		// 35 KB/s still sends a 1 MiB message.
+		c.FrameTimeout = 30 * time.Second
+	}
+	if c.MaxLoopInboxBytes <= 0 {
+		// Only a stalled or overwhelmed loop comes near it: a drain empties
+		// the inbox every time the loop gets to it.
+		c.MaxLoopInboxBytes = 64 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -108,6 +120,7 @@ type Stats struct {
 	SlowConsumers uint64 // closed for an outbound backlog over the bound
 	ProtocolClose uint64 // closed for a protocol error
 	Panics        uint64 // handler panics recovered
+	InboxDropped  uint64 // frames (one per recipient) dropped because a loop's inbox was full
 }
 
 type counters struct {
@@ -120,6 +133,7 @@ type counters struct {
 	slowConsumers atomic.Uint64
 	protocolClose atomic.Uint64
 	panics        atomic.Uint64
+	inboxDropped  atomic.Uint64
 }
 
 // Server runs the event loops for one listening address.
@@ -156,15 +170,33 @@ func New(cfg Config, h Handler) *Server {
 // Run listens and serves until Stop. It returns an error if the engine stops
 // without being asked to (gnet stops itself when accept runs out of file
 // descriptors, and returns nil: that is not a clean exit).
+//
+// Each event loop accepts on its own listener (SO_REUSEPORT), one connection
+// at a time, and refuses it over the cap before it accepts the next: with a
+// single acceptor, gnet accepts a storm's whole backlog before the loops can
+// refuse any, so a storm would hold descriptors far beyond the cap, and
+// running out of them stops the engine. Since SO_REUSEPORT would let a second
+// server bind the same port and silently share its clients, a lock on the
+// port (portLock) keeps the port to one server.
 func (s *Server) Run() error {
-	err := gnet.Run(s, "tcp://"+s.cfg.Addr,
+	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithReuseAddr(true),
 		gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
-	)
+	}
+	if _, port, err := net.SplitHostPort(s.cfg.Addr); err == nil && port != "0" {
+		// Port 0 would give each loop's listener a port of its own.
+		lock, err := portLock(port)
+		if err != nil {
+			return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
+		}
+		defer lock.Close()
+		opts = append(opts, gnet.WithReusePort(true))
+	}
+	err := gnet.Run(s, "tcp://"+s.cfg.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("engine on %s: %w", s.cfg.Addr, err)
 	}
@@ -172,6 +204,18 @@ func (s *Server) Run() error {
 		return fmt.Errorf("engine on %s stopped unexpectedly", s.cfg.Addr)
 	}
 	return nil
+}
+
+// portLock holds a name in the abstract Unix socket namespace (private to
+// the network namespace, gone with the process) for a TCP port: a second
+// server on the same port fails here, as it would to bind without
+// SO_REUSEPORT.
+func portLock(port string) (io.Closer, error) {
+	l, err := net.Listen("unix", "@arqonbus-tcp-port-"+port)
+	if err != nil {
+		return nil, fmt.Errorf("port %s is already served by another server: %w", port, err)
+	}
+	return l, nil
 }
 
 // Ready is closed once the server accepts connections.
@@ -240,6 +284,7 @@ func (s *Server) Stats() Stats {
 		SlowConsumers: s.stats.slowConsumers.Load(),
 		ProtocolClose: s.stats.protocolClose.Load(),
 		Panics:        s.stats.panics.Load(),
+		InboxDropped:  s.stats.inboxDropped.Load(),
 	}
 }
 
@@ -315,105 +360,61 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.state == stateHandshake && !s.handshake(c) {
 		return gnet.None
 	}
-	buf, _ := gc.Peek(-1)
-	n, cerr := c.reader.feed(buf, c)
-	if n > 0 { // Discard(0) would drop everything, partial frame included
-		_, _ = gc.Discard(n)
+	// While the frame in progress is not all here, do not look at it: Peek
+	// copies the buffer when it wraps, and a frame trickled in over many
+	// reads would be copied once per read.
+	if gc.InboundBuffered() >= c.reader.need() {
+		buf, _ := gc.Peek(-1)
+		n, cerr := c.reader.feed(buf, c)
+		if n > 0 { // Discard(0) would drop everything, partial frame included
+			_, _ = gc.Discard(n)
+			c.frameStarted = 0
+		}
+		if cerr != nil {
+			s.stats.protocolClose.Add(1)
+			c.closeWith(cerr.code, cerr.reason)
+			return gnet.None
+		}
 	}
-	if cerr != nil {
-		s.stats.protocolClose.Add(1)
-		c.closeWith(cerr.code, cerr.reason)
+	// The frame deadline runs from the first byte of a frame that did not
+	// complete in this read, and from the first fragment of a message.
+	if c.frameStarted == 0 && gc.InboundBuffered() > 0 {
+		c.frameStarted = c.lastSeen
+	}
+	switch {
+	case !c.reader.inFrag:
+		c.messageStarted = 0
+	case c.messageStarted == 0:
+		c.messageStarted = c.lastSeen
 	}
 	return gnet.None
 }
 
-// maxRequestBytes bounds an upgrade request; browsers send well under 4 KiB.
-const maxRequestBytes = 16 << 10
-
-var crlf2 = []byte("\r\n\r\n")
-
-// handshake upgrades c once its whole request is buffered. It gives the
-// upgrader exactly the request's bytes, so frames the client pipelined behind
-// the request stay in the buffer for the frame parser. It reports whether the
-// connection is now open.
-func (s *Server) handshake(c *Conn) bool {
-	buf, _ := c.gc.Peek(-1)
-	end := bytes.Index(buf, crlf2)
-	if end < 0 {
-		if len(buf) > maxRequestBytes {
-			c.closing = true
-			_, _ = c.gc.Write([]byte("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"))
-			_ = c.gc.Close()
-		}
-		return false
-	}
-	reqLen := end + len(crlf2)
-	req := &Request{Header: make(http.Header), RemoteAddr: c.remote}
-	var out bytes.Buffer
-	up := ws.Upgrader{
-		OnRequest: func(uri []byte) error {
-			req.URI = string(uri)
-			u, err := url.ParseRequestURI(req.URI)
-			if err != nil {
-				return ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason("bad request URI"))
-			}
-			req.Query = u.Query()
-			return nil
-		},
-		OnHost: func(host []byte) error {
-			req.Header.Set("Host", string(host))
-			return nil
-		},
-		OnHeader: func(key, value []byte) error {
-			req.Header.Add(string(key), string(value))
-			return nil
-		},
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			err := s.handler.Upgrade(c, req)
-			if err == nil {
-				return ws.HandshakeHeaderString(""), nil
-			}
-			var rej *Reject
-			if errors.As(err, &rej) {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(rej.Status), ws.RejectionReason(rej.Reason))
-			}
-			return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest), ws.RejectionReason(err.Error()))
-		},
-	}
-	_, err := up.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{bytes.NewReader(buf[:reqLen]), &out})
-	_, _ = c.gc.Discard(reqLen)
-	c.enqueue(out.Bytes())
-	if err != nil {
-		c.closing = true
-		c.flush()
-		_ = c.gc.Close()
-		return false
-	}
-	c.state = stateOpen
-	s.handler.Open(c)
-	return !c.closing
-}
-
-// OnTick sweeps each loop's connections for handshake deadlines, pings and
-// idle timeouts. It runs on its own goroutine, so the sweep is posted to the
+// OnTick sweeps each loop's connections for handshake and frame deadlines,
+// pings and idle timeouts. It runs on its own goroutine, so the sweep is posted to the
 // loops.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	now := s.clock()
 	hs, ping, idle := int64(s.cfg.HandshakeTimeout), int64(s.cfg.PingInterval), int64(s.cfg.IdleTimeout)
+	frameDeadline := now - int64(s.cfg.FrameTimeout)
 	pingFrame := AppendFrame(nil, ws.OpPing, nil)
 	s.loopsMu.RLock()
 	for _, l := range s.loops {
 		_ = l.forEachConn(func(c *Conn) {
 			if c.closing {
+				if c.lingerUntil != 0 {
+					c.lingerTick(now)
+				}
 				return
 			}
 			switch {
 			case c.state == stateHandshake && now-c.opened > hs:
 				c.abort()
 			case c.state != stateOpen:
+			case c.frameStarted != 0 && c.frameStarted < frameDeadline,
+				c.messageStarted != 0 && c.messageStarted < frameDeadline:
+				s.stats.protocolClose.Add(1)
+				c.closeWith(ClosePolicyViolation, "frame timeout")
 			case now-c.lastSeen > idle:
 				c.closeWith(CloseGoingAway, "idle timeout")
 			case now-c.lastSeen > ping && !c.pinged:

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -240,7 +241,9 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 }
 
 func TestSlowConsumerIsClosed(t *testing.T) {
-	s := startServer(t, Config{MaxOutboundBytes: 256 << 10}, &echoHandler{})
+	// The floods are posted to the loop's own inbox from one callback: an
+	// inbox big enough for them leaves the backlog check to act.
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxLoopInboxBytes: 1 << 30}, &echoHandler{})
 	slow, _ := dialWS(t, s)
 	other, otherR := dialWS(t, s)
 	// 64 MiB towards a client that never reads: the kernel buffers take a few
@@ -284,7 +287,7 @@ func TestRequestedBurstIsNotCut(t *testing.T) {
 // Asking for a burst does not protect a client that stops reading: the live
 // traffic behind it still counts at once.
 func TestRequestedBurstThenStopReadingIsCut(t *testing.T) {
-	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 64 << 20}, &echoHandler{})
+	s := startServer(t, Config{MaxOutboundBytes: 256 << 10, MaxRequestedBytes: 64 << 20, MaxLoopInboxBytes: 1 << 30}, &echoHandler{})
 	slow, _ := dialWS(t, s)
 	other, otherR := dialWS(t, s)
 	_, _ = slow.Write(clientFrame(true, ws.OpText, []byte("burst:512")))
@@ -373,4 +376,107 @@ func BenchmarkDeliverDrain(b *testing.B) {
 		_ = l.runDrain(context.Background())
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*800), "ns/delivery")
+}
+
+// A frame, or a fragmented message, that does not complete within the frame
+// deadline closes its connection with 1008, however steadily bytes arrive.
+func TestFrameDeadline(t *testing.T) {
+	s := startServer(t, Config{FrameTimeout: time.Second}, &echoHandler{})
+	for _, tc := range []struct {
+		name  string
+		start []byte
+		more  []byte
+	}{
+		{"frame", rawHeader(0x81, 0x80|126, []byte{0x10, 0x00}, true), []byte("x")},
+		{"message", clientFrame(false, ws.OpText, []byte("x")), clientFrame(false, ws.OpContinuation, []byte("x"))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := dialWS(t, s)
+			_, _ = c.Write(tc.start)
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					select {
+					case <-done:
+						return
+					case <-time.After(100 * time.Millisecond):
+					}
+					if _, err := c.Write(tc.more); err != nil {
+						return
+					}
+				}
+			}()
+			start := time.Now()
+			expectClose(t, br, ClosePolicyViolation)
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("closed after %v, want about 1 s", d)
+			}
+		})
+	}
+}
+
+// A client still sending when its frame is refused gets the close frame and
+// then the server's FIN, not a reset: the server stops reading and lingers
+// instead of closing a socket with unread input.
+func TestRefusedFrameClosesWithoutReset(t *testing.T) {
+	s := startServer(t, Config{MaxMessageSize: 1 << 10}, &echoHandler{})
+	c, br := dialWS(t, s)
+	big := append(rawHeader(0x81, 0x80|127, binary.BigEndian.AppendUint64(nil, 8<<20), true), make([]byte, 8<<20)...)
+	if _, err := c.Write(big); err != nil {
+		t.Fatalf("write reset: %v", err)
+	}
+	expectClose(t, br, CloseTooBig)
+	_, _ = c.Write(clientFrame(true, ws.OpClose, []byte{0x03, 0xf1}))
+	if n, err := io.Copy(io.Discard, br); err != nil || n != 0 {
+		t.Fatalf("after the close frame: %d bytes, %v; want a clean end of stream", n, err)
+	}
+	// Once the peer closes, so does the server: at once, not after the linger.
+	c.Close()
+	deadline := time.Now().Add(time.Second)
+	for s.Stats().Connections != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open after the peer closed", s.Stats().Connections)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A peer that never closes after the server's close is dropped after the
+// linger.
+func TestLingerEnds(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	c, br := dialWS(t, s)
+	_, _ = c.Write([]byte{0xc1, 0x80, 0, 0, 0, 0}) // reserved bits
+	expectClose(t, br, CloseProtocolError)
+	start := time.Now()
+	for s.Stats().Connections != 0 {
+		if time.Since(start) > closeLinger+3*time.Second {
+			t.Fatalf("still open %v after the close", time.Since(start))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := time.Since(start); d < closeLinger/2 {
+		t.Fatalf("closed after %v, before the linger", d)
+	}
+}
+
+// A second server on a port that is served fails to start, as it would
+// without SO_REUSEPORT, instead of sharing the first one's clients.
+func TestPortServedOnce(t *testing.T) {
+	s := startServer(t, Config{}, &echoHandler{})
+	second := New(Config{Addr: s.cfg.Addr, Logger: s.log}, &echoHandler{})
+	done := make(chan error, 1)
+	go func() { done <- second.Run() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "already served") {
+			t.Fatalf("second server on %s: %v", s.cfg.Addr, err)
+		}
+	case <-second.Ready():
+		_ = second.Stop(context.Background())
+		t.Fatalf("a second server started on %s", s.cfg.Addr)
+	case <-time.After(5 * time.Second):
+		t.Fatal("second server neither started nor failed")
+	}
 }

@@ -77,6 +77,7 @@ type Snapshot struct {
 	PersistQueueDepth int    `json:"persist_queue_depth"`
 	TelemetryDropped  uint64 `json:"telemetry_dropped"`
 	SlowConsumers     uint64 `json:"slow_consumers"`
+	LoopInboxDropped  uint64 `json:"loop_inbox_dropped"` // frames dropped by full event-loop inboxes
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`
 	// Panics counts panics recovered (on the event loops and off them): each one a bug, logged with
@@ -192,10 +193,11 @@ func (s *Server) Start() error {
 	if s.srv != nil {
 		return errors.New("ops: already started")
 	}
-	ln, err := net.Listen("tcp", s.opts.Addr)
+	tcp, err := net.Listen("tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("ops: listen %q: %w", s.opts.Addr, err)
 	}
+	ln := newLimitListener(tcp, MaxConnections)
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -327,6 +327,7 @@ func TestMetrics(t *testing.T) {
 		"go_goroutines":                    dto.MetricType_GAUGE,
 		"process_resident_memory_bytes":    dto.MetricType_GAUGE,
 	}
+	want["arqonbus_loop_inbox_dropped_total"] = dto.MetricType_COUNTER
 	for name, typ := range want {
 		f := fams[name]
 		if f == nil {
@@ -403,6 +404,7 @@ func TestMetrics(t *testing.T) {
 		s.Storage = StorageState{Mode: "redis", Status: "degraded", Backlog: 9}
 		s.TelemetryDropped = 5
 		s.SlowConsumers = 1
+		s.LoopInboxDropped = 4
 	})
 	s.RoutingLatency().Observe(0.0002)
 	s.RoutingLatency().Observe(0.003)
@@ -424,6 +426,11 @@ func TestMetrics(t *testing.T) {
 		{"arqonbus_slow_consumers_total", nil, 1},
 		{"arqonbus_routing_latency_seconds", nil, 2},
 	}
+	checks = append(checks, struct {
+		name   string
+		labels []string
+		want   float64
+	}{"arqonbus_loop_inbox_dropped_total", nil, 4})
 	for _, c := range checks {
 		if got := value(t, fams, c.name, c.labels...); got != c.want {
 			t.Errorf("after traffic: %s%v = %v, want %v", c.name, c.labels, got, c.want)

@@ -7,10 +7,13 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/arqonbus/arqonbus/ops"
 )
 
 // option is one setting, given as a flag, an ARQONBUS_* variable, or left at
@@ -38,10 +41,12 @@ type config struct {
 	MaxMessageSize    int
 	MaxOutboundBytes  int
 	MaxRequestedBytes int
+	MaxLoopInboxBytes int
 	MaxViolations     int
 	HandshakeTimeout  time.Duration
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
+	FrameTimeout      time.Duration
 	ShutdownTimeout   time.Duration
 	ReplaceDuplicate  bool
 	AutoCreate        bool
@@ -72,6 +77,10 @@ type config struct {
 	TelemetrySnapshotEvery  time.Duration
 	LogLevel                string
 	LogFormat               string
+
+	// Derived from the process's file limit, for the start-up log.
+	FileLimit           int // RLIMIT_NOFILE
+	MaxConnectionsAsked int // a --max-connections the file limit could not hold (0: none)
 }
 
 func (c *config) options() []option {
@@ -82,14 +91,16 @@ func (c *config) options() []option {
 		{"http-port", "8080", "HTTP port (health, metrics, dashboard)", port(&c.HTTPPort)},
 		{"node-id", "", "this node's id (default: host name and a random suffix)", str(&c.NodeID)},
 		{"loops", "0", "event loops (0: one per CPU)", intRange(&c.Loops, 0, 1024)},
-		{"max-connections", "0", "client connections at once (0: the file limit less a margin)", intRange(&c.MaxConnections, 0, 1<<24)},
+		{"max-connections", "0", "client connections at once (0, or more than the file limit holds: the file limit less what the node needs besides)", intRange(&c.MaxConnections, 0, 1<<24)},
 		{"max-message-size", "1048576", "largest message in bytes (close 1009 beyond)", intRange(&c.MaxMessageSize, 256, 64<<20)},
 		{"max-outbound-bytes", "4194304", "unsent bytes per connection before a slow consumer is closed", intRange(&c.MaxOutboundBytes, 64<<10, 1<<30)},
 		{"max-requested-bytes", "0", "unsent bytes of replays and history answers a client asked for, allowed on top of --max-outbound-bytes while it reads them (0: four times --max-outbound-bytes)", intRange(&c.MaxRequestedBytes, 0, 1<<32)},
+		{"max-loop-inbox-bytes", "67108864", "frames queued for one event loop before new ones are dropped (their recipients are closed with 1013 and resume with since)", intRange(&c.MaxLoopInboxBytes, 1<<20, 1<<36)},
 		{"max-violations", "10", "protocol violations allowed per minute before close 1008", intRange(&c.MaxViolations, 1, 1<<20)},
 		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
 		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
 		{"idle-timeout", "60s", "silence after which a client is disconnected", duration(&c.IdleTimeout)},
+		{"frame-timeout", "30s", "time from a frame's (or fragmented message's) first byte to its last before close 1008", duration(&c.FrameTimeout)},
 		{"shutdown-timeout", "10s", "deadline for a graceful shutdown", duration(&c.ShutdownTimeout)},
 		{"replace-duplicate", "false", "a new connection with a live client id replaces the old one", boolean(&c.ReplaceDuplicate)},
 		{"auto-create", "true", "join_channel creates missing channels", boolean(&c.AutoCreate)},
@@ -175,8 +186,16 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	if c.MaxRequestedBytes == 0 {
 		c.MaxRequestedBytes = 4 * c.MaxOutboundBytes
 	}
-	if c.MaxConnections == 0 {
-		c.MaxConnections = defaultMaxConnections()
+	c.FileLimit = fileLimit()
+	fit, err := connectionBudget(c.FileLimit, c.Loops, c.TelemetryMaxConnections)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.MaxConnections == 0:
+		c.MaxConnections = fit
+	case c.MaxConnections > fit:
+		c.MaxConnectionsAsked, c.MaxConnections = c.MaxConnections, fit
 	}
 	if c.RateBurst == 0 {
 		c.RateBurst = 2 * c.RateLimit
@@ -192,15 +211,47 @@ func lookup(getenv func(string) string, name string) (string, bool) {
 	return v, v != ""
 }
 
-// defaultMaxConnections leaves room under the process's file limit for
-// listeners, Redis and log files: gnet stops the whole engine when accept
-// runs out of descriptors, so the cap must bite first.
-func defaultMaxConnections() int {
+// The descriptors a node needs besides its client connections (see
+// connectionBudget).
+const (
+	// fdMisc: standard streams, the runtime's poller and pipes, the three
+	// listeners, the Redis connections, /proc and static files.
+	fdMisc = 64
+	// fdAcceptBurst: connections accepted and not yet refused. Each event
+	// loop accepts one and refuses it over the cap before the next (see
+	// engine.Server.Run), and a refused one is closed at once.
+	fdAcceptBurst = 16
+	// fdPerLoop: each event loop's epoll and eventfd.
+	fdPerLoop = 2
+)
+
+// fileLimit is the process's file limit (the Go runtime raised the soft
+// limit to the hard one at start).
+func fileLimit() int {
 	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < 1024 {
-		return 900
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 30
 	}
-	return int(rl.Cur) - 256
+	return int(rl.Cur)
+}
+
+// connectionBudget is how many client connections fit under a file limit of
+// limit descriptors. The cap must hold below the limit: when accept runs out
+// of descriptors, gnet stops the whole engine (every client is dropped and
+// the node exits), and nothing in gnet lets it survive that. So the cap leaves
+// room for the telemetry port's connections (its cap and the 64 it refuses
+// with 1013), the HTTP server's (ops.MaxConnections), the event loops, a
+// storm's accept burst and the rest.
+func connectionBudget(limit, loops, telemetryMax int) (int, error) {
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	reserve := fdMisc + fdAcceptBurst + fdPerLoop*(loops+1+2) + ops.MaxConnections + telemetryMax + 64
+	if fit := limit - reserve; fit >= 16 {
+		return fit, nil
+	}
+	return 0, fmt.Errorf("the file limit (%d descriptors) leaves no room for client connections: this configuration needs %d for itself "+
+		"(raise the limit, e.g. ulimit -n, or lower --telemetry-max-connections or --loops)", limit, reserve)
 }
 
 func str(p *string) func(string) error {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/arqonbus/arqonbus/ops"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -52,11 +54,28 @@ func TestConfigBadValueNamesTheOption(t *testing.T) {
 		{[]string{"--max-message-size", "8388608"}, nil, "--max-outbound-bytes"}, // a message must fit a backlog
 		{nil, map[string]string{"ARQONBUS_MAX_OUTBOUND_BYTES": "524288"}, "--max-message-size"},
 		{[]string{"--max-requested-bytes", "-1"}, nil, "--max-requested-bytes"},
+		{nil, map[string]string{"ARQONBUS_FRAME_TIMEOUT": "0s"}, "ARQONBUS_FRAME_TIMEOUT"},
 	}
 	for _, tc := range cases {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v %v: error %v, want one line naming %s", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+// The connection cap leaves what the node needs besides under the file
+// limit, and a limit too low for anything is refused in one line.
+func TestConnectionBudget(t *testing.T) {
+	fit, err := connectionBudget(512, 2, 16)
+	if err != nil || fit <= 0 || fit >= 512-16-64-ops.MaxConnections {
+		t.Fatalf("limit 512: %d, %v", fit, err)
+	}
+	more, _ := connectionBudget(1024, 2, 16)
+	if more-fit != 512 {
+		t.Fatalf("512 descriptors more give %d connections more", more-fit)
+	}
+	if _, err := connectionBudget(256, 2, 100); err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("limit 256 with 164 telemetry connections: %v", err)
 	}
 }

@@ -164,6 +164,8 @@ func run(cfg *config) error {
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		PingInterval:      cfg.PingInterval,
 		IdleTimeout:       cfg.IdleTimeout,
+		FrameTimeout:      cfg.FrameTimeout,
+		MaxLoopInboxBytes: cfg.MaxLoopInboxBytes,
 		Logger:            n.log,
 		OnRouted:          func(d time.Duration) { latency.Observe(d.Seconds()) },
 	}, n.bus)
@@ -177,6 +179,7 @@ func run(cfg *config) error {
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		PingInterval:     cfg.PingInterval,
 		IdleTimeout:      cfg.IdleTimeout,
+		FrameTimeout:     cfg.FrameTimeout,
 		Logger:           n.log,
 	}, n.tel.WSHandler(cfg.TelemetryMaxConnections))
 
@@ -206,7 +209,11 @@ func run(cfg *config) error {
 	}
 	n.log.Info("arqonbus listening", "addr", "ws://"+addr, "telemetry", "ws://"+telAddr,
 		"http", "http://"+net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)), "node_id", cfg.NodeID,
-		"version", bus.Version, "max_connections", cfg.MaxConnections, "storage", h.Mode, "storage_status", h.Status, "mode", mode, "gomaxprocs", runtime.GOMAXPROCS(0))
+		"version", bus.Version, "max_connections", cfg.MaxConnections, "file_limit", cfg.FileLimit, "storage", h.Mode, "storage_status", h.Status, "mode", mode, "gomaxprocs", runtime.GOMAXPROCS(0))
+	if cfg.MaxConnectionsAsked != 0 {
+		n.log.Warn("max-connections lowered to what the file limit holds: an engine that runs out of descriptors stops accepting for good",
+			"asked", cfg.MaxConnectionsAsked, "max_connections", cfg.MaxConnections, "file_limit", cfg.FileLimit)
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -442,6 +449,7 @@ func (n *node) Snapshot() ops.Snapshot {
 		PersistQueueDepth:    h.Backlog,
 		TelemetryDropped:     n.tel.Dropped(),
 		SlowConsumers:        es.SlowConsumers,
+		LoopInboxDropped:     es.InboxDropped + n.telSrv.Stats().InboxDropped,
 		LimitRefusals: map[string]uint64{
 			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
 		},

@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// heldLoop is an event loop that runs nothing until told: its inbox fills
+// the way a stalled loop's does.
+type heldLoop struct {
+	gnet.EventLoop
+	tasks []gnet.Runnable
+}
+
+func (h *heldLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	h.tasks = append(h.tasks, r)
+	return nil
+}
+
+func (h *heldLoop) runAll() {
+	for len(h.tasks) > 0 {
+		r := h.tasks[0]
+		h.tasks = h.tasks[1:]
+		_ = r.Run(context.Background())
+	}
+}
+
+// A full inbox drops frames, counts them, and closes their recipients with
+// 1013 before writing them anything more; runs and closes still get through,
+// and connections that lost nothing stay open.
+func TestFullInboxDropsAndCloses(t *testing.T) {
+	frame := TextFrame(make([]byte, 1000))
+	limit := 10 * (len(frame) + deliveryOverhead)
+	srv := New(Config{MaxLoopInboxBytes: limit, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	held := &heldLoop{}
+	l := newLoop(srv, held)
+	a, b, bystander := l.NewConn("a"), l.NewConn("b"), l.NewConn("bystander")
+	group := []*Conn{a, b}
+
+	for range 10 {
+		l.Deliver(frame, group, nil)
+	}
+	if got := srv.Stats().InboxDropped; got != 0 {
+		t.Fatalf("dropped %d under the bound", got)
+	}
+	l.Deliver(frame, group, nil) // over the bound: dropped for both
+	a.Send(frame)                // and this one for a
+	if got := srv.Stats().InboxDropped; got != 3 {
+		t.Fatalf("dropped %d frames, want 3 (two recipients, then one)", got)
+	}
+	ran := false
+	a.Run(func() { ran = true })
+	bystander.Close(CloseNormal, "bye") // a close is never dropped
+	if len(l.inbox) != 12 {
+		t.Fatalf("inbox holds %d deliveries, want the 10 frames, the run and the close", len(l.inbox))
+	}
+
+	held.runAll()
+	if !ran {
+		t.Error("a run posted to a full inbox did not run")
+	}
+	for _, c := range group {
+		if !c.Closed() {
+			t.Errorf("%s missed a frame and is still open", c.RemoteAddr())
+		}
+	}
+	if !bystander.Closed() {
+		t.Error("the close posted to a full inbox was lost")
+	}
+	if got := srv.Stats().FramesOut; got != 3 {
+		t.Errorf("%d frames written, want only the three close frames", got)
+	}
+
+	// Drained, the inbox takes frames again, and an untouched connection
+	// gets them.
+	other := l.NewConn("other")
+	other.Send(frame)
+	held.runAll()
+	if other.Closed() || srv.Stats().FramesOut != 4 {
+		t.Fatalf("after the drain: other closed %v, frames out %d, want 4", other.Closed(), srv.Stats().FramesOut)
+	}
+}
