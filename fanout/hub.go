@@ -165,7 +165,7 @@ func (h *Hub) Delete(k Key) error {
 	// between the member check and the delete.
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if ch.members.Load().count > 0 {
+	if ch.count.Load() > 0 {
 		return ErrHasMembers
 	}
 	ch.deleted = true
