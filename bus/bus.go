@@ -40,6 +40,10 @@ type Config struct {
 	CommandTimeout            time.Duration
 	MaxBlockingCommands       int // commands waiting on storage at once
 
+	// ChannelIdleTTL, if positive, evicts channels made by joins once they
+	// have had no members and no traffic for that long (see fanout.Hub.Evict).
+	ChannelIdleTTL time.Duration
+
 	// Store keeps history (default: memory rings of 500). With SyncAcks an
 	// event's ack waits until the store has it.
 	Store    persist.Store
@@ -128,19 +132,37 @@ func (b *Bus) AttachEngine(e *engine.Server) { b.engine = e }
 // Hub is the bus's channel and client registry.
 func (b *Bus) Hub() *fanout.Hub { return b.hub }
 
-// Run samples message rates once a second until ctx ends.
+// Run samples message rates once a second, and evicts idle channels, until
+// ctx ends.
 func (b *Bus) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var lastEviction time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			b.sampleRates(now)
+			if ttl := b.cfg.ChannelIdleTTL; ttl > 0 && now.Sub(lastEviction) >= evictionEvery(ttl) {
+				lastEviction = now
+				if n := b.hub.Evict(now.Add(-ttl)); n > 0 {
+					b.log.Debug("evicted idle channels", "count", n, "channels", b.hub.ChannelCount())
+				}
+			}
 		}
 	}
 }
+
+// evictionEvery is how often idle channels are looked for: a quarter of the
+// idle time, between one second and one minute, so a channel goes at most a
+// quarter later than its time.
+func evictionEvery(ttl time.Duration) time.Duration {
+	return min(max(ttl/4, time.Second), time.Minute)
+}
+
+// ChannelsEvicted is how many idle channels were evicted.
+func (b *Bus) ChannelsEvicted() uint64 { return b.stats.evicted.Load() }
 
 // ParseKeys parses a comma-separated list of "room:channel" names.
 func ParseKeys(list string) ([]fanout.Key, error) {

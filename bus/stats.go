@@ -23,6 +23,7 @@ type stats struct {
 	violationCloses counter
 	rateLimited     counter
 	authRefused     counter
+	evicted         counter             // idle channels removed
 	errors          map[string]*counter // by code; the map is fixed at start
 	clients         map[string]*atomic.Int64
 

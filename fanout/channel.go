@@ -22,6 +22,9 @@ type Channel struct {
 	Key       Key
 	Created   time.Time
 	Bootstrap bool // created at start; never deleted
+	// Kept channels (create_channel, restored, pinned) stay until deleted;
+	// the others are evicted once idle (Hub.Evict).
+	Kept bool
 
 	// State is the owner's per-channel state (the bus keeps its history
 	// clock there), made by Options.NewState when the channel is created.
@@ -174,6 +177,16 @@ func (ch *Channel) remove(c *engine.Conn) bool {
 
 func (ch *Channel) touch() { ch.lastActivity.Store(time.Now().UnixNano()) }
 
+// evictable reports whether ch may be evicted: made by a join, no members,
+// and no activity since idle (unix nanos).
+func (ch *Channel) evictable(idle int64) bool {
+	return !ch.Bootstrap && !ch.Kept && ch.count.Load() == 0 && ch.lastActivity.Load() < idle
+}
+
+// Removed reports whether ch left the hub; call it under Locked to keep the
+// answer true while using it.
+func (ch *Channel) Removed() bool { return ch.deleted }
+
 // Preparer makes a message's frame under the channel lock, so that what it
 // stamps on the message (a history position) follows delivery order, and
 // names the member it must not go to (its sender, or nil).
@@ -187,6 +200,12 @@ type Preparer interface {
 // modified afterwards; a nil frame publishes nothing.
 func (ch *Channel) Publish(p Preparer, attrs Attrs) Published {
 	ch.mu.Lock()
+	if ch.deleted {
+		// Removed from the hub (an event from another node found it just
+		// before): no members, and its history is already dropped.
+		ch.mu.Unlock()
+		return Published{}
+	}
 	frame, except := p.Prepare(ch)
 	if frame == nil {
 		ch.mu.Unlock()
