@@ -6,6 +6,7 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -137,20 +138,57 @@ func (b *Bus) Hub() *fanout.Hub { return b.hub }
 func (b *Bus) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var lastEviction time.Time
+	var ev eviction
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			b.sampleRates(now)
-			if ttl := b.cfg.ChannelIdleTTL; ttl > 0 && now.Sub(lastEviction) >= evictionEvery(ttl) {
-				lastEviction = now
-				if n := b.hub.Evict(now.Add(-ttl)); n > 0 {
-					b.log.Debug("evicted idle channels", "count", n, "channels", b.hub.ChannelCount())
-				}
+			// A tenth of slack: ticks a second apart may be a hair under.
+			if ttl := b.cfg.ChannelIdleTTL; ttl > 0 && now.Sub(ev.last) >= evictionEvery(ttl)*9/10 {
+				b.evict(&ev, now, ttl)
 			}
 		}
+	}
+}
+
+// eviction is Run's state between eviction passes.
+type eviction struct {
+	last     time.Time // the last pass
+	freed    int64     // history bytes evicted since memory was last given back to the OS
+	returned time.Time // when it was
+}
+
+// Giving evicted history back to the OS: once this much was freed, at most
+// every returnEvery.
+const (
+	returnAfter = 16 << 20
+	returnEvery = 10 * time.Second
+)
+
+// evict removes the channels idle for ttl. When that freed a lot of history,
+// the memory goes back to the OS now: an idle server would otherwise hold it
+// until its next garbage collection, minutes away when nothing allocates.
+func (b *Bus) evict(ev *eviction, now time.Time, ttl time.Duration) {
+	ev.last = now
+	sizer, _ := b.store.(persist.Sizer)
+	var before int64
+	if sizer != nil {
+		_, before = sizer.Channels()
+	}
+	if n := b.hub.Evict(now.Add(-ttl)); n > 0 {
+		if sizer != nil {
+			_, after := sizer.Channels()
+			ev.freed += max(before-after, 0)
+		}
+		b.log.Debug("evicted idle channels", "count", n, "channels", b.hub.ChannelCount(), "history_bytes_freed", ev.freed)
+	}
+	// Checked on passes that evict nothing too: the last pass of a churn
+	// may come too soon after the previous return.
+	if ev.freed >= returnAfter && now.Sub(ev.returned) >= returnEvery {
+		ev.freed, ev.returned = 0, now
+		debug.FreeOSMemory()
 	}
 }
 

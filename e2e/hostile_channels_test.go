@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/redistest"
 )
 
 // stormSize is how many connections a storm may open: 20,000, or fewer when
@@ -355,5 +358,231 @@ func TestJoinStormPublishLatency(t *testing.T) {
 	}
 	if !s.Alive() {
 		t.Fatal("server died")
+	}
+}
+
+// processRSS is the server process's resident set, from /proc.
+func processRSS(t *testing.T, s *server) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		t.Fatalf("reading the server's /proc status: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Fatalf("VmRSS %q: %v", rest, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS in the server's /proc status")
+	return 0
+}
+
+func channelsTotal(t *testing.T, s *server) int {
+	t.Helper()
+	return int(scrape(t, s).value(t, "arqonbus_channels_total", nil))
+}
+
+const mib = 1 << 20
+
+// churnChannels has workers clients each join, publish into and leave its
+// share of total unique channels; every tenth event is 64 KiB.
+func churnChannels(t *testing.T, s *server, room string, total, workers int) {
+	t.Helper()
+	big := strings.Repeat("x", 64<<10)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		c := dial(t, s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			command := func(id, channel, name string) client.Envelope {
+				return client.Envelope{ID: id, Type: "command", Room: room, Channel: channel,
+					Payload: json.RawMessage(`{"command":"` + name + `","parameters":{}}`)}
+			}
+			for i := w; i < total; i += workers {
+				channel := "c" + strconv.Itoa(i)
+				text := "small"
+				if i%10 == 0 {
+					text = big
+				}
+				leaveID := client.NewID("cmd")
+				for _, env := range []client.Envelope{
+					command(client.NewID("cmd"), channel, "join_channel"),
+					{Type: "event", Room: room, Channel: channel, Payload: json.RawMessage(`{"text":"` + text + `"}`)},
+					command(leaveID, channel, "leave_channel"),
+				} {
+					if err := c.Send(env); err != nil {
+						errs <- err
+						return
+					}
+				}
+				for {
+					env, err := c.Next(ctx)
+					if err != nil {
+						errs <- fmt.Errorf("channel %s: %w", channel, err)
+						return
+					}
+					if e := client.AsError(env); e != nil {
+						errs <- fmt.Errorf("channel %s: %v", channel, e)
+						return
+					}
+					if env.RequestID() == leaveID {
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// Channels made by joins and left idle go away with their in-memory history:
+// a churn of 20,000 unique channels with 64 KiB events leaves the channel
+// count and the server's RSS near where they were. Before, every channel
+// stayed (channels_total grew by 20,000) with its ring of up to 500 entries
+// whatever their size.
+func TestChannelChurnComesBack(t *testing.T) {
+	for _, mode := range []string{"memory", "redis"} {
+		t.Run(mode, func(t *testing.T) {
+			env := []string{"ARQONBUS_CHANNEL_IDLE_TTL=2s", "ARQONBUS_MAX_CHANNELS=50000", "ARQONBUS_COMMAND_RATE=0",
+				"ARQONBUS_RATE_LIMIT=0"}
+			var r *redistest.Server
+			if mode == "redis" {
+				r = redistest.Run(t)
+				env = redisEnv(r, append(env, "ARQONBUS_CLUSTER=false")...)
+			}
+			s := startServer(t, env...)
+			waitReady(t, s)
+			const total = 20000
+			room := uniqueName("churn")
+
+			// Warm up (a few channels through the same paths) before the baseline.
+			start := channelsTotal(t, s)
+			churnChannels(t, s, room+"w", 200, 4)
+			for deadline := time.Now().Add(20 * time.Second); channelsTotal(t, s) > start && time.Now().Before(deadline); {
+				time.Sleep(200 * time.Millisecond)
+			}
+			baseChannels, baseRSS := channelsTotal(t, s), processRSS(t, s)
+
+			began := time.Now()
+			churnChannels(t, s, room, total, 8)
+			peakChannels, peakRSS := channelsTotal(t, s), processRSS(t, s)
+			t.Logf("%s: churn of %d channels in %v; channels %d -> %d, RSS %.1f -> %.1f MiB", mode, total,
+				time.Since(began).Round(time.Millisecond), baseChannels, peakChannels, float64(baseRSS)/mib, float64(peakRSS)/mib)
+
+			// Idle for the TTL plus an eviction pass, and the runtime's time to
+			// give freed memory back.
+			deadline := time.Now().Add(60 * time.Second)
+			var channels int
+			var rss int64
+			for {
+				channels, rss = channelsTotal(t, s), processRSS(t, s)
+				if (channels <= baseChannels && rss <= baseRSS+48*mib) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			t.Logf("%s: after %v idle: channels %d, RSS %.1f MiB (baseline %d, %.1f MiB)", mode,
+				time.Since(began).Round(time.Second), channels, float64(rss)/mib, baseChannels, float64(baseRSS)/mib)
+			if channels > baseChannels {
+				t.Errorf("%d channels left after the churn went idle, baseline %d", channels, baseChannels)
+			}
+			if rss > baseRSS+48*mib {
+				t.Errorf("RSS %.1f MiB after the churn went idle, baseline %.1f MiB (bound +48 MiB)", float64(rss)/mib, float64(baseRSS)/mib)
+			}
+
+			// What an evicted channel's history became: gone in memory mode (a
+			// replay says so), still in its stream in redis mode.
+			c := dial(t, s)
+			ctx := testCtx(t, 30*time.Second)
+			res, err := c.Command(ctx, room, "c0", "history", map[string]any{"limit": 10})
+			if err != nil {
+				t.Fatalf("history of an evicted channel: %v", err)
+			}
+			var h struct {
+				Result struct {
+					Entries []json.RawMessage `json:"entries"`
+				} `json:"result"`
+			}
+			_ = json.Unmarshal(res.Payload, &h)
+			if want := map[string]int{"memory": 0, "redis": 1}[mode]; len(h.Result.Entries) != want {
+				t.Errorf("history of an evicted channel has %d entries, want %d", len(h.Result.Entries), want)
+			}
+			if mode == "memory" {
+				res, err := c.Command(ctx, room, "c0", "join_channel", map[string]any{"since": "1-0"})
+				if err != nil {
+					t.Fatalf("join since: %v", err)
+				}
+				var j struct {
+					Result struct {
+						Replay struct {
+							Complete bool `json:"complete"`
+						} `json:"replay"`
+					} `json:"result"`
+				}
+				_ = json.Unmarshal(res.Payload, &j)
+				if j.Result.Replay.Complete {
+					t.Errorf("a replay into an evicted channel's history says complete: %.300s", res.Payload)
+				}
+			}
+		})
+	}
+}
+
+// The channel cap refuses joins and create_channel of new channels with
+// RATE_LIMITED, not joins of existing ones; once idle channels are evicted
+// there is room again.
+func TestChannelCap(t *testing.T) {
+	s := startServer(t, "ARQONBUS_MAX_CHANNELS=20", "ARQONBUS_CHANNEL_IDLE_TTL=1s", "ARQONBUS_ADMIN_TOKEN=sesame",
+		"ARQONBUS_COMMAND_RATE=0")
+	admin := dial(t, s, client.WithClientID("cap_admin"), client.WithParam("admin_token", "sesame"))
+	other := dial(t, s)
+	ctx := testCtx(t, time.Minute)
+	start := channelsTotal(t, s) // the bootstrap channels count
+	room := uniqueName("cap")
+	for i := range 20 - start {
+		if err := admin.Join(ctx, room, "c"+strconv.Itoa(i)); err != nil {
+			t.Fatalf("join %d: %v", i, err)
+		}
+	}
+	for _, name := range []string{"join_channel", "create_channel"} {
+		_, err := admin.Command(ctx, room, "one-more", name, nil)
+		e, ok := err.(*client.Error)
+		if !ok || e.Code != "RATE_LIMITED" || e.Message != "channel limit reached (20)" {
+			t.Fatalf("%s beyond the cap: %v", name, err)
+		}
+	}
+	if err := other.Join(ctx, room, "c0"); err != nil {
+		t.Fatalf("joining an existing channel at the cap: %v", err)
+	}
+	// Leaving lets the channels go idle and be evicted: room again.
+	for i := range 20 - start {
+		_ = admin.Leave(ctx, room, "c"+strconv.Itoa(i))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := admin.Join(ctx, room, "one-more")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no room after the channels went idle: %v (channels %d)", err, channelsTotal(t, s))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// c0 still has a member: it stays.
+	if n, err := channelMembers(ctx, other, room, "c0"); err != nil || n != 1 {
+		t.Fatalf("c0 members %d, %v", n, err)
 	}
 }

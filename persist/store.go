@@ -46,6 +46,18 @@ type Store interface {
 	Close(ctx context.Context) error
 }
 
+// Sizer is a store that can tell what its memory rings hold.
+type Sizer interface {
+	// Channels is how many channels the store keeps rings of, and the bytes those hold (by the measure
+	// of Limits).
+	Channels() (channels int, bytes int64)
+}
+
+var (
+	_ Sizer = (*Memory)(nil)
+	_ Sizer = (*Redis)(nil)
+)
+
 // Health is a store's state.
 type Health struct {
 	Mode      string    // "memory" or "redis"
