@@ -112,3 +112,84 @@ func TestChannelRegistryWritesInOrder(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// In a cluster, delete_channel deletes the channel's stream and registry
+// entry (the node that ran it does), and the other node forgets the channel
+// too. The stream used to stay, left to trimming.
+func TestClusterDeleteChannelDeletesStream(t *testing.T) {
+	r := redistest.Run(t)
+	nodes := startNodes(t, r.URL(), 2, "ARQONBUS_ADMIN_TOKEN=sesame")
+	admin := dial(t, nodes[0], client.WithClientID("cluster_deleter"), client.WithParam("admin_token", "sesame"))
+	writer := dial(t, nodes[1])
+	ctx := testCtx(t, time.Minute)
+	room := uniqueName("cdel")
+	if _, err := admin.Command(ctx, room, "doomed", "create_channel", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Join(ctx, room, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		env := seqEvent(room, "doomed", "w", i, map[string]any{"ack": true})
+		if err := writer.Send(env); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := writer.Expect(ctx, func(e client.Envelope) bool { return e.RequestID() == env.ID }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := streamKey(room, "doomed")
+	if n := len(xrange(t, r, key)); n != 5 {
+		t.Fatalf("stream holds %d entries before the delete, want 5", n)
+	}
+	if err := writer.Leave(ctx, room, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	// The member count crosses nodes asynchronously: retry while it says members.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := admin.Command(ctx, room, "doomed", "delete_channel", nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delete_channel: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c := r.Client()
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		exists, err := c.Do(ctx, c.B().Exists().Key(key).Build()).AsInt64()
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved, err := c.Do(ctx, c.B().Hexists().Key("arqonbus:{channels}").Field(room+":doomed").Build()).AsBool()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if exists == 0 && !saved {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after delete_channel: stream exists %d, registry entry %v", exists, saved)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i, s := range nodes {
+		c := dial(t, s)
+		env, err := c.Command(ctx, room, "doomed", "history", nil)
+		if err != nil {
+			t.Fatalf("history on node %d: %v", i, err)
+		}
+		var h struct {
+			Result struct {
+				Count int `json:"count"`
+			} `json:"result"`
+		}
+		_ = json.Unmarshal(env.Payload, &h)
+		if h.Result.Count != 0 {
+			t.Errorf("node %d still has %d entries of the deleted channel", i, h.Result.Count)
+		}
+	}
+}
