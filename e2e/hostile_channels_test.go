@@ -352,7 +352,11 @@ func TestJoinStormPublishLatency(t *testing.T) {
 			continue
 		}
 		_, p99, _ := quantiles(probe.ack[phase])
-		if bound := max(20*base99, 5*time.Second); p99 > bound {
+		bound := max(20*base99, 5*time.Second)
+		if raceServer() {
+			bound *= 4 // every join costs several times more under the race detector
+		}
+		if p99 > bound {
 			t.Errorf("%s: publish ack p99 %v, want under %v (baseline p99 %v)", phase, p99, bound, base99)
 		}
 	}
@@ -387,6 +391,10 @@ func channelsTotal(t *testing.T, s *server) int {
 }
 
 const mib = 1 << 20
+
+// raceServer reports whether the server binary was built with the race
+// detector (ARQONBUS_E2E_RACE=1, see TestMain).
+func raceServer() bool { return os.Getenv("ARQONBUS_E2E_RACE") == "1" }
 
 // churnChannels has workers clients each join, publish into and leave its
 // share of total unique channels; every tenth event is 64 KiB.
@@ -488,7 +496,7 @@ func TestChannelChurnComesBack(t *testing.T) {
 			var rss int64
 			for {
 				channels, rss = channelsTotal(t, s), processRSS(t, s)
-				if (channels <= baseChannels && rss <= baseRSS+48*mib) || time.Now().After(deadline) {
+				if (channels <= baseChannels && (rss <= baseRSS+48*mib || raceServer())) || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(500 * time.Millisecond)
@@ -498,7 +506,9 @@ func TestChannelChurnComesBack(t *testing.T) {
 			if channels > baseChannels {
 				t.Errorf("%d channels left after the churn went idle, baseline %d", channels, baseChannels)
 			}
-			if rss > baseRSS+48*mib {
+			// The race detector's shadow memory is never given back: under it,
+			// RSS says nothing about what the server keeps.
+			if rss > baseRSS+48*mib && !raceServer() {
 				t.Errorf("RSS %.1f MiB after the churn went idle, baseline %.1f MiB (bound +48 MiB)", float64(rss)/mib, float64(baseRSS)/mib)
 			}
 
