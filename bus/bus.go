@@ -6,6 +6,7 @@ package bus
 import (
 	"context"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,10 @@ type Config struct {
 	// for a lot from being cut as a slow consumer (the engine's allowance for requested frames takes
 	// the rest). Default 2 MiB.
 	AnswerBytes int
+
+	// ChannelIdleTTL, if positive, evicts channels made by joins once they
+	// have had no members and no traffic for that long (see fanout.Hub.Evict).
+	ChannelIdleTTL time.Duration
 
 	// Store keeps history (default: memory rings of 500). With SyncAcks an
 	// event's ack waits until the store has it.
@@ -136,19 +141,74 @@ func (b *Bus) AttachEngine(e *engine.Server) { b.engine = e }
 // Hub is the bus's channel and client registry.
 func (b *Bus) Hub() *fanout.Hub { return b.hub }
 
-// Run samples message rates once a second until ctx ends.
+// Run samples message rates once a second, and evicts idle channels, until
+// ctx ends.
 func (b *Bus) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var ev eviction
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			b.sampleRates(now)
+			// A tenth of slack: ticks a second apart may be a hair under.
+			if ttl := b.cfg.ChannelIdleTTL; ttl > 0 && now.Sub(ev.last) >= evictionEvery(ttl)*9/10 {
+				b.evict(&ev, now, ttl)
+			}
 		}
 	}
 }
+
+// eviction is Run's state between eviction passes.
+type eviction struct {
+	last     time.Time // the last pass
+	freed    int64     // history bytes evicted since memory was last given back to the OS
+	returned time.Time // when it was
+}
+
+// Giving evicted history back to the OS: once this much was freed, at most
+// every returnEvery.
+const (
+	returnAfter = 16 << 20
+	returnEvery = 10 * time.Second
+)
+
+// evict removes the channels idle for ttl. When that freed a lot of history,
+// the memory goes back to the OS now: an idle server would otherwise hold it
+// until its next garbage collection, minutes away when nothing allocates.
+func (b *Bus) evict(ev *eviction, now time.Time, ttl time.Duration) {
+	ev.last = now
+	sizer, _ := b.store.(persist.Sizer)
+	var before int64
+	if sizer != nil {
+		_, before = sizer.Channels()
+	}
+	if n := b.hub.Evict(now.Add(-ttl)); n > 0 {
+		if sizer != nil {
+			_, after := sizer.Channels()
+			ev.freed += max(before-after, 0)
+		}
+		b.log.Debug("evicted idle channels", "count", n, "channels", b.hub.ChannelCount(), "history_bytes_freed", ev.freed)
+	}
+	// Checked on passes that evict nothing too: the last pass of a churn
+	// may come too soon after the previous return.
+	if ev.freed >= returnAfter && now.Sub(ev.returned) >= returnEvery {
+		ev.freed, ev.returned = 0, now
+		debug.FreeOSMemory()
+	}
+}
+
+// evictionEvery is how often idle channels are looked for: a quarter of the
+// idle time, between one second and one minute, so a channel goes at most a
+// quarter later than its time.
+func evictionEvery(ttl time.Duration) time.Duration {
+	return min(max(ttl/4, time.Second), time.Minute)
+}
+
+// ChannelsEvicted is how many idle channels were evicted.
+func (b *Bus) ChannelsEvicted() uint64 { return b.stats.evicted.Load() }
 
 // ParseKeys parses a comma-separated list of "room:channel" names.
 func ParseKeys(list string) ([]fanout.Key, error) {

@@ -1,18 +1,14 @@
 package bus
 
 import (
-	"context"
 	"time"
 
 	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/fanout"
 )
 
-// storeWriteTimeout bounds a channel-registry write.
-const storeWriteTimeout = 3 * time.Second
-
 // events hears what commands change: created and deleted channels go to the
-// store's registry (off the loop), so a restart restores them.
+// store's registry (queued, written off the loop), so a restart restores them.
 type events struct{ b *Bus }
 
 func (e events) ChannelCreated(_ commands.Caller, k fanout.Key) {
@@ -20,22 +16,37 @@ func (e events) ChannelCreated(_ commands.Caller, k fanout.Key) {
 	if ch := e.b.hub.Channel(k); ch != nil {
 		created = ch.Created
 	}
-	go e.registry(func(ctx context.Context) error { return e.b.store.SaveChannel(ctx, k.String(), created) }, k, "save")
+	// Queued, not run on a goroutine of its own: the store writes one
+	// channel's registry entries in the order they were made.
+	e.b.store.SaveChannel(k.String(), created, e.registryDone(k, "save"))
 	e.b.broker.channelChanged(k, true)
 	e.b.emit("channel_created", map[string]any{"room": k.Room, "channel": k.Channel})
 }
 
 func (e events) ChannelDeleted(_ commands.Caller, k fanout.Key) {
-	go e.registry(func(ctx context.Context) error { return e.b.store.DeleteChannel(ctx, k.String()) }, k, "delete")
+	e.b.store.DeleteChannel(k.String(), e.registryDone(k, "delete"))
 	e.b.broker.channelChanged(k, false)
 	e.b.emit("channel_deleted", map[string]any{"room": k.Room, "channel": k.Channel})
 }
 
-func (e events) registry(op func(context.Context) error, k fanout.Key, what string) {
-	defer e.b.recoverOffLoop("channel registry")
-	ctx, cancel := context.WithTimeout(context.Background(), storeWriteTimeout)
-	defer cancel()
-	if err := op(ctx); err != nil {
-		e.b.log.Warn("channel registry write failed", "op", what, "channel", k.String(), "err", err)
+// registryDone logs a registry write the store could not make.
+func (e events) registryDone(k fanout.Key, what string) func(error) {
+	return func(err error) {
+		defer e.b.recoverOffLoop("channel registry")
+		if err != nil {
+			e.b.log.Warn("channel registry write failed", "op", what, "channel", k.String(), "err", err)
+		}
+	}
+}
+
+// ChannelRemoved hears that a channel left the hub: pass it as
+// fanout.Options.OnRemoved. It runs under the hub's locks, so the store
+// forgets the channel's ring before a channel of the same name can be made
+// again. A channel deleted here has its stream and registry entry deleted
+// by ChannelDeleted; an evicted one keeps its stream (history reads it).
+func (b *Bus) ChannelRemoved(ch *fanout.Channel, why fanout.Removal) {
+	b.store.Forget(stateOf(ch).name)
+	if why == fanout.Evicted {
+		b.stats.evicted.Add(1)
 	}
 }

@@ -235,11 +235,14 @@ func (m *mesh) Control(raw []byte) {
 		v, _ := strconv.ParseUint(in.req, 10, 64)
 		m.setTable(in.from, v, in.body)
 	case peerCreated:
+		// Kept like this node's own create_channel channels, and made even
+		// at the channel cap: the cluster has it already.
 		if codec.ValidName(k.Room) && codec.ValidName(k.Channel) {
-			_, _ = m.b.hub.Create(k)
+			_, _ = m.b.hub.CreateAt(k, time.Now())
 		}
 	case peerDeleted:
-		_ = m.b.hub.Delete(k)
+		// The deleting node deleted the stream and the registry entry.
+		_ = m.b.hub.DeleteElsewhere(k)
 	case peerQuery:
 		// Off the subscription's goroutine: a view walks this node's channels.
 		from, req, name, arg := in.from, in.req, in.name, append([]byte(nil), in.body...)

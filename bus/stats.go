@@ -26,6 +26,7 @@ type stats struct {
 	rateLimited     counter
 	authRefused     counter
 	panics          counter             // recovered off the event loops (recoverOffLoop)
+	evicted         counter             // idle channels removed
 	errors          map[string]*counter // by code; the map is fixed at start
 	clients         map[string]*atomic.Int64
 

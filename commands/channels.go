@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"strconv"
 	"time"
@@ -80,6 +81,9 @@ func joinChannelCommand() *Command {
 				}
 			}
 			ch, joined, err := d.Hub.Join(k, c.Conn(), filter, before)
+			if e := channelLimit(err); e != nil {
+				return nil, e
+			}
 			if err != nil {
 				return nil, codec.NotFound("channel " + k.String() + " does not exist (auto-create is off)")
 			}
@@ -428,6 +432,9 @@ func createChannelCommand() *Command {
 				return nil, e
 			}
 			if _, err := d.Hub.Create(k); err != nil {
+				if e := channelLimit(err); e != nil {
+					return nil, e
+				}
 				return nil, codec.Conflict("channel " + k.String() + " already exists")
 			}
 			if d.Events != nil {
@@ -490,6 +497,21 @@ func deleteChannelCommand() *Command {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// channelLimitRetryMs is the retry_after_ms of a refusal at the channel cap:
+// idle channels are evicted every few seconds to minutes, so a retry soon
+// may find room.
+const channelLimitRetryMs = 5000
+
+// channelLimit is the answer to a new channel refused at the hub's cap, or
+// nil for any other error.
+func channelLimit(err error) *codec.Error {
+	var le *fanout.LimitError
+	if !errors.As(err, &le) {
+		return nil
+	}
+	return codec.RateLimited(le.Error(), channelLimitRetryMs)
+}
 
 // Kinds of LocalView, the parts of cluster-wide answers.
 const (

@@ -22,6 +22,9 @@ type Channel struct {
 	Key       Key
 	Created   time.Time
 	Bootstrap bool // created at start; never deleted
+	// Kept channels (create_channel, restored, pinned) stay until deleted;
+	// the others are evicted once idle (Hub.Evict).
+	Kept bool
 
 	// State is the owner's per-channel state (the bus keeps its history
 	// clock there), made by Options.NewState when the channel is created.
@@ -32,8 +35,11 @@ type Channel struct {
 	// mu orders publishes and serialises membership changes. A publish holds
 	// it while it posts to every loop, so members on different loops see the
 	// channel's messages in the same order.
-	mu         sync.Mutex
-	members    atomic.Pointer[memberSet]
+	mu      sync.Mutex
+	roster  roster                    // the members, mutable, under mu
+	members atomic.Pointer[memberSet] // the snapshot publishes hand out; nil when the roster changed since
+	count   atomic.Int64              // members now
+
 	handlers   map[string]*handlerSet // command name -> members serving it, under mu
 	deleted    bool                   // removed from the hub, under mu: joins must look again
 	onHandlers func(*Channel)         // Options.OnHandlers
@@ -71,7 +77,7 @@ func newChannel(k Key, bootstrap bool, created time.Time) *Channel {
 }
 
 // Members is the number of members now.
-func (ch *Channel) Members() int { return ch.members.Load().count }
+func (ch *Channel) Members() int { return int(ch.count.Load()) }
 
 // Published is the number of messages published to the channel.
 func (ch *Channel) Published() uint64 { return ch.published.Load() }
@@ -79,9 +85,10 @@ func (ch *Channel) Published() uint64 { return ch.published.Load() }
 // LastActivity is the time of the last publish or membership change.
 func (ch *Channel) LastActivity() time.Time { return time.Unix(0, ch.lastActivity.Load()) }
 
-// ForEachMember calls fn for each member of the snapshot taken now.
+// ForEachMember calls fn for each member, in join order per loop (members
+// with a filter last), from a snapshot taken now.
 func (ch *Channel) ForEachMember(fn func(c *engine.Conn)) {
-	set := ch.members.Load()
+	set := ch.snapshot()
 	for _, g := range set.groups {
 		for _, c := range g.conns {
 			fn(c)
@@ -93,20 +100,32 @@ func (ch *Channel) ForEachMember(fn func(c *engine.Conn)) {
 }
 
 // IsMember reports whether c is a member.
-func (ch *Channel) IsMember(c *engine.Conn) bool { return ch.members.Load().has(c) }
+func (ch *Channel) IsMember(c *engine.Conn) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.roster.has(c)
+}
 
-func (set *memberSet) has(c *engine.Conn) bool {
-	for _, g := range set.groups {
-		if g.loop == c.Loop() && slices.Contains(g.conns, c) {
-			return true
-		}
+// snapshot is the members now, as a publish sees them.
+func (ch *Channel) snapshot() *memberSet {
+	if set := ch.members.Load(); set != nil {
+		return set
 	}
-	for _, m := range set.filtered {
-		if m.conn == c {
-			return true
-		}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.current()
+}
+
+// current returns the snapshot, building it when the roster changed since the
+// last one; ch.mu is held. A storm of joins thus costs one build per publish
+// that follows changes, not one copy of the member list per join.
+func (ch *Channel) current() *memberSet {
+	if set := ch.members.Load(); set != nil {
+		return set
 	}
-	return false
+	set := ch.roster.snapshot()
+	ch.members.Store(set)
+	return set
 }
 
 // add makes c a member, receiving only what f matches when f is not empty.
@@ -123,25 +142,15 @@ func (ch *Channel) add(c *engine.Conn, f Filter, before func(*Channel)) (isNew, 
 	if before != nil {
 		before(ch)
 	}
-	old := ch.members.Load()
-	isNew = !old.has(c)
-	next := old.without(c)
-	if len(f) == 0 {
-		found := false
-		for i, g := range next.groups {
-			if g.loop == c.Loop() {
-				next.groups[i].conns = append(slices.Clip(g.conns), c) // copies: old snapshot stays intact
-				found = true
-			}
-		}
-		if !found {
-			next.groups = append(next.groups, loopGroup{loop: c.Loop(), conns: []*engine.Conn{c}})
-		}
+	handler := false
+	if ref, was := ch.roster.remove(c); was {
+		handler = ref.handler
 	} else {
-		next.filtered = append(slices.Clip(next.filtered), filteredMember{conn: c, filter: f})
+		isNew = true
+		ch.count.Add(1)
 	}
-	next.count++
-	ch.members.Store(next)
+	ch.roster.add(c, f, handler)
+	ch.members.Store(nil)
 	ch.touch()
 	return isNew, true
 }
@@ -150,13 +159,14 @@ func (ch *Channel) add(c *engine.Conn, f Filter, before func(*Channel)) (isNew, 
 // not a member.
 func (ch *Channel) remove(c *engine.Conn) bool {
 	ch.mu.Lock()
-	old := ch.members.Load()
-	if !old.has(c) {
+	ref, was := ch.roster.remove(c)
+	if !was {
 		ch.mu.Unlock()
 		return false
 	}
-	ch.members.Store(old.without(c))
-	dropped := ch.dropHandler(c)
+	ch.count.Add(-1)
+	ch.members.Store(nil)
+	dropped := ref.handler && ch.dropHandler(c)
 	ch.touch()
 	ch.mu.Unlock()
 	if dropped && ch.onHandlers != nil {
@@ -165,34 +175,17 @@ func (ch *Channel) remove(c *engine.Conn) bool {
 	return true
 }
 
-// without returns a new set: set less c (a copy even when c is absent).
-func (set *memberSet) without(c *engine.Conn) *memberSet {
-	next := &memberSet{groups: make([]loopGroup, 0, len(set.groups)+1), count: set.count}
-	for _, g := range set.groups {
-		if g.loop == c.Loop() {
-			if i := slices.Index(g.conns, c); i >= 0 {
-				next.count--
-				if len(g.conns) == 1 {
-					continue
-				}
-				conns := make([]*engine.Conn, 0, len(g.conns)-1)
-				conns = append(conns, g.conns[:i]...)
-				g.conns = append(conns, g.conns[i+1:]...)
-			}
-		}
-		next.groups = append(next.groups, g)
-	}
-	for _, m := range set.filtered {
-		if m.conn == c {
-			next.count--
-			continue
-		}
-		next.filtered = append(next.filtered, m)
-	}
-	return next
+func (ch *Channel) touch() { ch.lastActivity.Store(time.Now().UnixNano()) }
+
+// evictable reports whether ch may be evicted: made by a join, no members,
+// and no activity since idle (unix nanos).
+func (ch *Channel) evictable(idle int64) bool {
+	return !ch.Bootstrap && !ch.Kept && ch.count.Load() == 0 && ch.lastActivity.Load() < idle
 }
 
-func (ch *Channel) touch() { ch.lastActivity.Store(time.Now().UnixNano()) }
+// Removed reports whether ch left the hub; call it under Locked to keep the
+// answer true while using it.
+func (ch *Channel) Removed() bool { return ch.deleted }
 
 // Preparer makes a message's frame under the channel lock, so that what it
 // stamps on the message (a history position) follows delivery order, and
@@ -207,12 +200,18 @@ type Preparer interface {
 // modified afterwards; a nil frame publishes nothing.
 func (ch *Channel) Publish(p Preparer, attrs Attrs) Published {
 	ch.mu.Lock()
+	if ch.deleted {
+		// Removed from the hub (an event from another node found it just
+		// before): no members, and its history is already dropped.
+		ch.mu.Unlock()
+		return Published{}
+	}
 	frame, except := p.Prepare(ch)
 	if frame == nil {
 		ch.mu.Unlock()
 		return Published{}
 	}
-	set := ch.members.Load()
+	set := ch.current()
 	// Counted before delivery: whoever sees the message sees it counted.
 	ch.published.Add(1)
 	handed := 0

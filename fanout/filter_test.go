@@ -36,7 +36,7 @@ func TestFilteredMembersKeptApart(t *testing.T) {
 	plain, picky := &engine.Conn{}, &engine.Conn{}
 	ch, _, _ := h.Join(general, plain, nil, nil)
 	h.Join(general, picky, NewFilter(map[string]string{"k": "1"}), nil)
-	set := ch.members.Load()
+	set := ch.snapshot()
 	if len(set.groups) != 1 || len(set.groups[0].conns) != 1 || len(set.filtered) != 1 || set.count != 2 {
 		t.Fatalf("groups %v filtered %v", set.groups, set.filtered)
 	}
@@ -44,7 +44,7 @@ func TestFilteredMembersKeptApart(t *testing.T) {
 	if _, joined, _ := h.Join(general, picky, nil, nil); joined {
 		t.Fatal("rejoin counted as new")
 	}
-	set = ch.members.Load()
+	set = ch.snapshot()
 	if len(set.filtered) != 0 || set.count != 2 || !ch.IsMember(picky) {
 		t.Fatalf("after rejoin: %+v", set)
 	}

@@ -20,6 +20,7 @@ type handlerSet struct {
 func (ch *Channel) SetHandles(c *engine.Conn, names []string) {
 	ch.mu.Lock()
 	changed := ch.dropHandler(c) || len(names) > 0
+	ch.roster.setHandler(c, len(names) > 0)
 	defer func() {
 		ch.mu.Unlock()
 		if changed && ch.onHandlers != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,21 +24,41 @@ var (
 	ErrHasMembers      = errors.New("channel has members")
 )
 
+// LimitError refuses a new channel: the hub holds Options.MaxChannels.
+type LimitError struct{ Max int }
+
+func (e *LimitError) Error() string { return "channel limit reached (" + strconv.Itoa(e.Max) + ")" }
+
+// Removal says why a channel left the hub (Options.OnRemoved).
+type Removal int
+
+const (
+	// Deleted: delete_channel on this node.
+	Deleted Removal = iota
+	// DeletedElsewhere: another node of the cluster deleted it.
+	DeletedElsewhere
+	// Evicted: no members and no traffic for the idle time (Hub.Evict).
+	Evicted
+)
+
 // Hub holds every channel and every connected client id.
 type Hub struct {
-	seed       maphash.Seed
-	autoCreate bool
-	newState   func(Key) any
-	onHandlers func(*Channel)
-	chans      [shardCount]chanShard
-	clients    [shardCount]clientShard
-	nChans     atomic.Int64
-	nClients   atomic.Int64
+	seed        maphash.Seed
+	autoCreate  bool
+	maxChannels int
+	newState    func(Key) any
+	onHandlers  func(*Channel)
+	onRemoved   func(*Channel, Removal)
+	chans       [shardCount]chanShard
+	clients     [shardCount]clientShard
+	nChans      atomic.Int64
+	nClients    atomic.Int64
 }
 
 type chanShard struct {
-	mu sync.RWMutex
-	m  map[Key]*Channel
+	mu   sync.RWMutex
+	m    map[Key]*Channel
+	peak int // the map's largest size since it was last rebuilt
 }
 
 type clientShard struct {
@@ -57,11 +78,22 @@ type Options struct {
 	// (a member registered, or a handler left). It runs after the change,
 	// outside the channel's lock, on the goroutine that made it.
 	OnHandlers func(ch *Channel)
+	// MaxChannels, if positive, bounds the channels that joins and Create
+	// make (LimitError beyond); bootstrap, restored and other nodes'
+	// channels are made regardless, and counted.
+	MaxChannels int
+	// OnRemoved, if set, hears that a channel left the hub, and why. It runs
+	// under the hub's and the channel's locks, before a channel of the same
+	// name can be made again: what it does (dropping the channel's history)
+	// is ordered before anything the next channel of that name does. It
+	// must not block nor call back into the hub.
+	OnRemoved func(ch *Channel, why Removal)
 }
 
 // NewHub makes a hub holding the bootstrap channels.
 func NewHub(o Options) *Hub {
-	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate, newState: o.NewState, onHandlers: o.OnHandlers}
+	h := &Hub{seed: maphash.MakeSeed(), autoCreate: o.AutoCreate, maxChannels: o.MaxChannels, newState: o.NewState,
+		onHandlers: o.OnHandlers, onRemoved: o.OnRemoved}
 	for i := range h.chans {
 		h.chans[i].m = make(map[Key]*Channel)
 		h.clients[i].m = make(map[string]*engine.Conn)
@@ -70,6 +102,7 @@ func NewHub(o Options) *Hub {
 		sh := h.chanShard(k)
 		if _, ok := sh.m[k]; !ok {
 			sh.m[k] = h.newChannel(k, true, time.Now())
+			sh.peak = max(sh.peak, len(sh.m))
 			h.nChans.Add(1)
 		}
 	}
@@ -107,20 +140,36 @@ func (h *Hub) newChannel(k Key, bootstrap bool, created time.Time) *Channel {
 	return ch
 }
 
-// Create makes channel k; ErrChannelExists if it is there.
-func (h *Hub) Create(k Key) (*Channel, error) { return h.CreateAt(k, time.Now()) }
+// Create makes channel k as create_channel does: kept until deleted, never
+// evicted. ErrChannelExists if it is there, a *LimitError when the hub is
+// full.
+func (h *Hub) Create(k Key) (*Channel, error) { return h.create(k, time.Now(), true, true) }
 
-// CreateAt makes channel k with its creation time (a restored channel keeps
-// the time it was first made); ErrChannelExists if it is there.
+// CreateAt makes channel k, kept like Create's, with its creation time (a
+// restored channel keeps the time it was first made; another node's keeps
+// its own), even beyond MaxChannels; ErrChannelExists if it is there.
 func (h *Hub) CreateAt(k Key, created time.Time) (*Channel, error) {
+	return h.create(k, created, true, false)
+}
+
+// CreateTransient makes channel k as a join would: evicted once idle (see
+// Evict). ErrChannelExists if it is there, a *LimitError when the hub is full.
+func (h *Hub) CreateTransient(k Key) (*Channel, error) { return h.create(k, time.Now(), false, true) }
+
+func (h *Hub) create(k Key, created time.Time, kept, capped bool) (*Channel, error) {
 	sh := h.chanShard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if ch := sh.m[k]; ch != nil {
 		return ch, ErrChannelExists
 	}
+	if capped && h.maxChannels > 0 && h.nChans.Load() >= int64(h.maxChannels) {
+		return nil, &LimitError{Max: h.maxChannels}
+	}
 	ch := h.newChannel(k, false, created)
+	ch.Kept = kept
 	sh.m[k] = ch
+	sh.peak = max(sh.peak, len(sh.m))
 	h.nChans.Add(1)
 	return ch, nil
 }
@@ -137,7 +186,10 @@ func (h *Hub) Join(k Key, c *engine.Conn, f Filter, before func(*Channel)) (ch *
 			if !h.autoCreate {
 				return nil, false, ErrChannelNotFound
 			}
-			ch, _ = h.Create(k) // lost a race to another creator: use theirs
+			var err error
+			if ch, err = h.CreateTransient(k); ch == nil {
+				return nil, false, err
+			} // ErrChannelExists: lost a race to another creator, use theirs
 		}
 		if joined, ok := ch.add(c, f, before); ok {
 			return ch, joined, nil
@@ -150,7 +202,15 @@ func (h *Hub) Join(k Key, c *engine.Conn, f Filter, before func(*Channel)) (ch *
 func (h *Hub) Leave(ch *Channel, c *engine.Conn) bool { return ch.remove(c) }
 
 // Delete removes a channel that is not bootstrap and has no members.
-func (h *Hub) Delete(k Key) error {
+func (h *Hub) Delete(k Key) error { return h.delete(k, Deleted) }
+
+// DeleteElsewhere removes a channel that another node deleted (not
+// bootstrap, no members here): as Delete, but OnRemoved hears
+// DeletedElsewhere, so that what the deleting node already did to the
+// channel's storage is not done twice.
+func (h *Hub) DeleteElsewhere(k Key) error { return h.delete(k, DeletedElsewhere) }
+
+func (h *Hub) delete(k Key, why Removal) error {
 	sh := h.chanShard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -165,13 +225,71 @@ func (h *Hub) Delete(k Key) error {
 	// between the member check and the delete.
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if ch.members.Load().count > 0 {
+	if ch.count.Load() > 0 {
 		return ErrHasMembers
 	}
-	ch.deleted = true
-	delete(sh.m, k)
-	h.nChans.Add(-1)
+	h.removeLocked(sh, ch, why)
 	return nil
+}
+
+// removeLocked takes ch out of the hub; the shard's and the channel's locks
+// are held.
+func (h *Hub) removeLocked(sh *chanShard, ch *Channel, why Removal) {
+	ch.deleted = true
+	if h.onRemoved != nil {
+		h.onRemoved(ch, why)
+	}
+	delete(sh.m, ch.Key)
+	h.nChans.Add(-1)
+	// Maps never shrink: a shard that held a churn's channels would keep
+	// their buckets. Rebuilt when far below its peak (O(channels) once per
+	// that many removals).
+	if sh.peak >= shrinkMinPeak && len(sh.m) < sh.peak/8 {
+		m := make(map[Key]*Channel, len(sh.m))
+		for k, c := range sh.m {
+			m[k] = c
+		}
+		sh.m, sh.peak = m, len(m)
+	}
+}
+
+// shrinkMinPeak is the smallest shard map worth rebuilding.
+const shrinkMinPeak = 256
+
+// Evict removes the channels that are neither bootstrap nor kept (Create,
+// CreateAt) and have had no members and no traffic since idleSince; it
+// returns how many. A join that races with the eviction finds the channel
+// gone and makes a new one.
+func (h *Hub) Evict(idleSince time.Time) int {
+	idle := idleSince.UnixNano()
+	evicted := 0
+	var candidates []*Channel
+	for i := range h.chans {
+		sh := &h.chans[i]
+		candidates = candidates[:0]
+		sh.mu.RLock()
+		for _, ch := range sh.m {
+			if ch.evictable(idle) {
+				candidates = append(candidates, ch)
+			}
+		}
+		sh.mu.RUnlock()
+		if len(candidates) == 0 {
+			continue
+		}
+		sh.mu.Lock()
+		for _, ch := range candidates {
+			ch.mu.Lock()
+			if sh.m[ch.Key] == ch && ch.evictable(idle) {
+				h.removeLocked(sh, ch, Evicted)
+				evicted++
+			}
+			ch.mu.Unlock()
+		}
+		sh.mu.Unlock()
+		clear(candidates)
+	}
+	return evicted
 }
 
 // Channels returns every channel, sorted by room then channel.

@@ -57,7 +57,7 @@ func TestMembershipSnapshotsStayIntact(t *testing.T) {
 	for _, m := range []*engine.Conn{a, b, c} {
 		h.Join(general, m, nil, nil)
 	}
-	before := ch.members.Load()
+	before := ch.snapshot()
 	h.Leave(ch, b)
 	if before.count != 3 || len(before.groups[0].conns) != 3 || before.groups[0].conns[1] != b {
 		t.Fatal("a leave changed an existing snapshot")

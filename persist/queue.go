@@ -5,16 +5,30 @@ import (
 	"sync/atomic"
 )
 
-// pending is a write waiting for Redis.
+// pending is a write waiting for Redis: a history entry (XADD to key), or a change to the channel
+// registry or the channel's stream.
 type pending struct {
+	op   pendingOp
 	key  string
 	e    Entry
 	done func(error)
+	// field and value of a registry write (the channel, its creation time)
+	field, value string
 	// sent is true once an attempt may have reached Redis without us learning the outcome (a connection
 	// error or timeout). A later XADD rejected as "equal or smaller than the top item" then means the
 	// earlier attempt went through; for an entry never sent it means a newer entry got there first.
 	sent bool
 }
+
+// pendingOp is what a pending write does.
+type pendingOp uint8
+
+const (
+	opAppend pendingOp = iota // XADD e to the stream key
+	opSave                    // HSET field value in the registry key
+	opUnsave                  // HDEL field from the registry key
+	opDrop                    // DEL the stream key
+)
 
 // deque is a FIFO of pending writes in a growable ring buffer.
 type deque struct {

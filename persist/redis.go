@@ -19,6 +19,9 @@ import (
 type RedisOptions struct {
 	URL         string // redis://[user:password@]host:port[/db]; default redis://127.0.0.1:6379
 	HistorySize int    // entries kept per channel stream and memory ring; default 500
+	// ChannelBytes and TotalBytes bound the memory rings by bytes, per channel and in total (see
+	// Limits; 0: no bound). Streams are bounded by HistorySize only: Redis trims by count.
+	ChannelBytes, TotalBytes int64
 	// Buffer bounds the writes waiting for Redis (ARQONBUS_PERSIST_BUFFER) across all shards together;
 	// beyond it the oldest are dropped. Each shard may hold one batch in flight on top. Default 100000.
 	Buffer     int
@@ -85,7 +88,8 @@ func (o *RedisOptions) setDefaults() {
 
 // Redis is a Store on Redis Streams: one stream per channel, key "<prefix>:{<channel>}:stream" (the
 // channel is the hash tag, so Redis Cluster works), trimmed with MAXLEN ~ HistorySize; the registry of
-// created channels is the hash "<prefix>:{channels}".
+// created channels is the hash "<prefix>:{channels}". A channel's registry writes and the deletion of
+// its stream go through the channel's writer shard with its history, so they land in the order made.
 //
 // Append adds the entry to the channel's memory ring and to the queue of the channel's writer shard, and
 // returns. Each shard's writer goroutine sends its queue in order as pipelined batches of XADD with the
@@ -167,14 +171,10 @@ func NewRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 	for range o.Shards {
 		s.shards = append(s.shards, newShard(o.Buffer, queued))
 	}
-	prefix := o.KeyPrefix + ":{"
-	s.channels = newChannelTable(func(channel string) *channelState {
-		return &channelState{
-			ring:  NewRing(o.HistorySize),
-			key:   prefix + channel + "}:stream",
-			shard: s.shards[hashString(channel)%uint32(len(s.shards))],
-		}
-	})
+	s.channels = newChannelTable(Limits{Entries: o.HistorySize, ChannelBytes: o.ChannelBytes, TotalBytes: o.TotalBytes},
+		func(channel string, r *Ring) *channelState {
+			return &channelState{ring: r, key: s.streamKey(channel), shard: s.shardOf(channel)}
+		})
 
 	if c, err := rueidis.NewClient(copt); err == nil {
 		s.client.Store(&clientBox{c})
@@ -211,6 +211,15 @@ func ClientOption(redisURL string) (rueidis.ClientOption, error) {
 	}
 	copt.ConnWriteTimeout = writeTimeout
 	return copt, nil
+}
+
+// streamKey is the key of the channel's history stream.
+func (s *Redis) streamKey(channel string) string { return s.o.KeyPrefix + ":{" + channel + "}:stream" }
+
+// shardOf is the writer shard of the channel: all its writes, history and registry, go through it, in
+// order.
+func (s *Redis) shardOf(channel string) *shard {
+	return s.shards[hashString(channel)%uint32(len(s.shards))]
 }
 
 func hashString(s string) uint32 { // FNV-1a
@@ -371,16 +380,20 @@ func (s *Redis) Health() Health {
 
 // Append records e in the channel's ring and queues it for Redis; it never blocks on I/O.
 func (s *Redis) Append(channel string, e Entry, done func(error)) {
-	cs := s.channels.getOrCreate(channel)
-	cs.ring.Append(e)
-	switch cs.shard.push(pending{key: cs.key, e: e, done: done}, s.o.BatchSize) {
+	cs := s.channels.append(channel, e)
+	s.queue(cs.shard, pending{key: cs.key, e: e, done: done})
+}
+
+// queue hands p to its channel's writer shard.
+func (s *Redis) queue(sh *shard, p pending) {
+	switch sh.push(p, s.o.BatchSize) {
 	case pushed:
 	case pushedDroppedOldest:
 		s.dropped.Add(1)
 	case pushClosed:
 		s.dropped.Add(1)
-		if done != nil {
-			go done(ErrClosed)
+		if p.done != nil {
+			go p.done(ErrClosed)
 		}
 	}
 }
@@ -388,8 +401,14 @@ func (s *Redis) Append(channel string, e Entry, done func(error)) {
 // Remember adds e to the channel's memory ring only. In a cluster the publish script has already
 // written the entry to the stream; each node keeps its own copy for replays.
 func (s *Redis) Remember(channel string, e Entry) {
-	s.channels.getOrCreate(channel).ring.Append(e)
+	s.channels.append(channel, e)
 }
+
+// Forget drops the channel's memory ring; its stream stays, trimmed by count, for history reads.
+func (s *Redis) Forget(channel string) { s.channels.forget(channel) }
+
+// Channels is how many channels the store keeps memory rings of, and the bytes those hold.
+func (s *Redis) Channels() (channels int, bytes int64) { return s.channels.len(), s.channels.bytes() }
 
 // DropRing empties the channel's memory ring: the stream lost entries this node never read, so
 // replays from before the next entry must not pass for complete.
@@ -523,9 +542,18 @@ func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) 
 	cmds = cmds[:0]
 	for i := range batch {
 		p := &batch[i]
-		cmds = append(cmds, c.B().Xadd().Key(p.key).Maxlen().Almost().Threshold(s.maxlen).
-			Id(string(p.e.Position.AppendTo(idBuf[:0]))).
-			FieldValue().FieldValue(entryField, rueidis.BinaryString(p.e.Data)).Build())
+		switch p.op {
+		case opAppend:
+			cmds = append(cmds, c.B().Xadd().Key(p.key).Maxlen().Almost().Threshold(s.maxlen).
+				Id(string(p.e.Position.AppendTo(idBuf[:0]))).
+				FieldValue().FieldValue(entryField, rueidis.BinaryString(p.e.Data)).Build())
+		case opSave:
+			cmds = append(cmds, c.B().Hset().Key(p.key).FieldValue().FieldValue(p.field, p.value).Build())
+		case opUnsave:
+			cmds = append(cmds, c.B().Hdel().Key(p.key).Field(p.field).Build())
+		case opDrop:
+			cmds = append(cmds, c.B().Del().Key(p.key).Build())
+		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
 	results := c.DoMulti(ctx, cmds...)
@@ -563,7 +591,9 @@ func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) 
 // shard's backlog reduced.
 func (s *Redis) finish(sh *shard, p *pending, err error) {
 	if err == nil {
-		s.written.Add(1)
+		if p.op == opAppend {
+			s.written.Add(1)
+		}
 	} else {
 		s.dropped.Add(1)
 	}
@@ -661,7 +691,7 @@ func (s *Redis) Range(ctx context.Context, channel string, q Query) ([]Entry, er
 	if c == nil || s.degraded.Load() {
 		return ringSpan(cs, sp), nil
 	}
-	key := s.o.KeyPrefix + ":{" + channel + "}:stream"
+	key := s.streamKey(channel)
 	if cs != nil {
 		key = cs.key
 	}
@@ -796,7 +826,7 @@ func (s *Redis) Last(ctx context.Context, channel string) (Position, bool, error
 	if c == nil || s.degraded.Load() {
 		return last, found, nil
 	}
-	key := s.o.KeyPrefix + ":{" + channel + "}:stream"
+	key := s.streamKey(channel)
 	rctx, cancel := readCtx(ctx)
 	defer cancel()
 	entries, err := parseEntries(c.Do(rctx, c.B().Xrevrange().Key(key).End("+").Start("-").Count(1).Build()), false)
@@ -821,33 +851,19 @@ func (s *Redis) registryClient() (rueidis.Client, error) {
 	return c, nil
 }
 
-// SaveChannel records a created channel in the registry.
-func (s *Redis) SaveChannel(ctx context.Context, channel string, created time.Time) error {
-	c, err := s.registryClient()
-	if err == nil {
-		rctx, cancel := readCtx(ctx)
-		defer cancel()
-		err = c.Do(rctx, c.B().Hset().Key(s.registryKey).FieldValue().
-			FieldValue(channel, created.UTC().Format(time.RFC3339Nano)).Build()).Error()
-	}
-	if err != nil {
-		return fmt.Errorf("persist: save channel %q: %w", channel, err)
-	}
-	return nil
+// SaveChannel queues the channel's registry entry (HSET) behind the channel's other writes.
+func (s *Redis) SaveChannel(channel string, created time.Time, done func(error)) {
+	s.queue(s.shardOf(channel), pending{op: opSave, key: s.registryKey, field: channel,
+		value: created.UTC().Format(time.RFC3339Nano), done: done})
 }
 
-// DeleteChannel removes a channel from the registry. Its history stream is left to trimming.
-func (s *Redis) DeleteChannel(ctx context.Context, channel string) error {
-	c, err := s.registryClient()
-	if err == nil {
-		rctx, cancel := readCtx(ctx)
-		defer cancel()
-		err = c.Do(rctx, c.B().Hdel().Key(s.registryKey).Field(channel).Build()).Error()
-	}
-	if err != nil {
-		return fmt.Errorf("persist: delete channel %q: %w", channel, err)
-	}
-	return nil
+// DeleteChannel drops the channel's ring and queues, behind the channel's other writes, the deletion
+// of its stream (DEL) and of its registry entry (HDEL); done hears the latter.
+func (s *Redis) DeleteChannel(channel string, done func(error)) {
+	s.channels.forget(channel)
+	sh := s.shardOf(channel)
+	s.queue(sh, pending{op: opDrop, key: s.streamKey(channel)})
+	s.queue(sh, pending{op: opUnsave, key: s.registryKey, field: channel, done: done})
 }
 
 // LoadChannels returns the registry: channel to creation time (zero if unreadable).

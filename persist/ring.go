@@ -12,20 +12,29 @@ type Entry struct {
 	Data     []byte
 }
 
-// Ring is a fixed-capacity history of one channel in memory, oldest entries overwritten first. It is
-// safe for concurrent use. Entries must be appended in increasing position order (a Clock does that).
-// The buffer grows by doubling up to its capacity, so an idle channel costs little; once full, Append
-// allocates nothing.
+// Ring is a bounded history of one channel in memory: at most a number of entries and, optionally, of
+// bytes, oldest entries dropped first. It is safe for concurrent use. Entries must be appended in
+// increasing position order (a Clock does that). The buffer grows by doubling up to its capacity, so an
+// idle channel costs little; once full, Append allocates nothing.
 type Ring struct {
-	mu    sync.Mutex
-	cap   int
-	buf   []Entry
-	head  int // index of the oldest entry
-	count int
+	mu       sync.Mutex
+	cap      int
+	maxBytes int64 // 0: no byte bound
+	bytes    int64 // entrySize of what the ring holds
+	budget   *budget
+	buf      []Entry
+	head     int // index of the oldest entry
+	count    int
 	// lost is the newest position overwritten (or not kept, at capacity 0); hasLost says there was one.
 	lost    Position
 	hasLost bool
 }
+
+// entryOverhead is what an entry costs besides its data: the Entry in the buffer and the data's
+// allocation rounding, roughly.
+const entryOverhead = 64
+
+func entrySize(e *Entry) int64 { return int64(len(e.Data)) + entryOverhead }
 
 const ringInitial = 8
 
@@ -37,13 +46,39 @@ func NewRing(capacity int) *Ring {
 // Cap returns the ring's capacity.
 func (r *Ring) Cap() int { return r.cap }
 
+// NewRingBytes returns a ring holding at most capacity entries and maxBytes bytes of entries (0: no
+// byte bound); the newest entry is kept whatever its size.
+func NewRingBytes(capacity int, maxBytes int64) *Ring {
+	return &Ring{cap: max(capacity, 0), maxBytes: max(maxBytes, 0)}
+}
+
+// Bytes returns what the ring's entries cost, by the measure of its byte bound.
+func (r *Ring) Bytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
+}
+
 // Append adds e as the newest entry, dropping the oldest when the ring is full.
 func (r *Ring) Append(e Entry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	before := r.bytes
+	r.appendLocked(e)
+	if r.maxBytes > 0 {
+		for r.count > 1 && r.bytes > r.maxBytes {
+			r.dropOldestLocked()
+		}
+	}
+	r.budget.add(r.bytes - before)
+}
+
+func (r *Ring) appendLocked(e Entry) {
+	size := entrySize(&e)
 	switch {
 	case r.cap == 0:
 		r.lost, r.hasLost = e.Position, true
+		return
 	case r.count < len(r.buf):
 		r.buf[(r.head+r.count)%len(r.buf)] = e
 		r.count++
@@ -55,10 +90,43 @@ func (r *Ring) Append(e Entry) {
 		r.buf[r.count] = e
 		r.count++
 	default: // full: overwrite the oldest
-		r.lost, r.hasLost = r.buf[r.head].Position, true
-		r.buf[r.head] = e
+		old := &r.buf[r.head]
+		r.lost, r.hasLost = old.Position, true
+		r.bytes -= entrySize(old)
+		*old = e
 		r.head = (r.head + 1) % len(r.buf)
 	}
+	r.bytes += size
+}
+
+// dropOldestLocked drops the oldest entry (there is one), marking it lost.
+func (r *Ring) dropOldestLocked() {
+	old := &r.buf[r.head]
+	r.lost, r.hasLost = old.Position, true
+	r.bytes -= entrySize(old)
+	*old = Entry{}
+	r.head = (r.head + 1) % len(r.buf)
+	r.count--
+	if r.count == 0 {
+		r.head = 0
+	}
+}
+
+// shed drops the oldest entries until at least need bytes are freed or the ring is empty, and returns
+// what it freed; the store's total bound calls it on its coldest channels.
+func (r *Ring) shed(need int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	before := r.bytes
+	for r.count > 0 && before-r.bytes < need {
+		r.dropOldestLocked()
+	}
+	if r.count == 0 {
+		r.buf, r.head = nil, 0 // an empty ring gives its buffer back
+	}
+	freed := before - r.bytes
+	r.budget.add(-freed)
+	return freed
 }
 
 // Drop empties the ring and marks what it held as lost, as if it had been
@@ -69,8 +137,8 @@ func (r *Ring) Drop() {
 	if r.count > 0 {
 		r.lost, r.hasLost = r.at(r.count-1).Position, true
 	}
-	clear(r.buf)
-	r.head, r.count = 0, 0
+	r.budget.add(-r.bytes)
+	r.buf, r.head, r.count, r.bytes = nil, 0, 0, 0
 }
 
 // at returns the i-th oldest entry; the caller holds r.mu.

@@ -87,9 +87,8 @@ func (s *Redis) warmStreams(ctx context.Context, c rueidis.Client, keys, names [
 		if err != nil {
 			return fmt.Errorf("persist: warm %q: %w", names[i], err)
 		}
-		ring := s.channels.getOrCreate(names[i]).ring
 		for _, e := range entries {
-			ring.Append(e)
+			s.channels.append(names[i], e)
 		}
 	}
 	return nil

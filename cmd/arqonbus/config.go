@@ -54,6 +54,10 @@ type config struct {
 	BootstrapChannels string
 	Storage           string
 	HistorySize       int
+	HistoryChanBytes  int
+	HistoryMaxBytes   int
+	MaxChannels       int
+	ChannelIdleTTL    time.Duration
 	RedisURL          string
 	Persist           string
 	PersistBuffer     int
@@ -108,6 +112,10 @@ func (c *config) options() []option {
 		{"bootstrap-channels", defaultBootstrap, "room:channel list created at start, never deletable", str(&c.BootstrapChannels)},
 		{"storage", "memory", "history store: memory or redis", oneOf(&c.Storage, "memory", "redis")},
 		{"history-size", "500", "messages kept per channel", intRange(&c.HistorySize, 1, 1<<20)},
+		{"history-channel-bytes", "4194304", "bytes of history kept in memory per channel (0: no bound; the newest message is kept whatever its size)", intRange(&c.HistoryChanBytes, 0, 1<<40)},
+		{"history-max-bytes", "268435456", "bytes of history kept in memory for all channels together; beyond, the channels written least recently lose their oldest messages first (0: no bound)", intRange(&c.HistoryMaxBytes, 0, 1<<40)},
+		{"max-channels", "10000", "channels at once; joins and create_channel of a new channel beyond are refused with RATE_LIMITED (0: no bound)", intRange(&c.MaxChannels, 0, 1<<30)},
+		{"channel-idle-ttl", "10m", "a channel made by a join, with no members and no messages for this long, is removed with its in-memory history (0s: never)", nonNegativeDuration(&c.ChannelIdleTTL)},
 		{"redis-url", "redis://127.0.0.1:6379", "Redis for storage=redis", redisURL(&c.RedisURL)},
 		{"persist", "async", "async: acks once routed; sync: an ack waits until Redis has the event", oneOf(&c.Persist, "async", "sync")},
 		{"redis-key-prefix", "arqonbus", "prefix of every Redis key (nodes sharing one Redis without clustering need their own)", keyPrefix(&c.RedisKeyPrefix)},

@@ -104,7 +104,13 @@ func run(cfg *config) error {
 		return err
 	}
 	n.hub = fanout.NewHub(fanout.Options{Bootstrap: bootstrap, AutoCreate: cfg.AutoCreate, NewState: bus.NewChannelState,
-		OnHandlers: func(ch *fanout.Channel) { n.bus.HandlersChanged(ch) }})
+		MaxChannels: cfg.MaxChannels,
+		OnHandlers:  func(ch *fanout.Channel) { n.bus.HandlersChanged(ch) },
+		OnRemoved:   func(ch *fanout.Channel, why fanout.Removal) { n.bus.ChannelRemoved(ch, why) }})
+	// Every connection joins the auto-join channels: they are kept, never evicted.
+	for _, k := range autoJoin {
+		_, _ = n.hub.CreateAt(k, time.Now())
+	}
 	n.restoreChannels(ctx)
 
 	n.tel = telemetry.New(telemetry.Options{
@@ -129,6 +135,7 @@ func run(cfg *config) error {
 		MaxPendingCommands: cfg.MaxPending,
 		CommandTimeout:     cfg.CommandTimeout,
 		AnswerBytes:        cfg.MaxOutboundBytes / 2,
+		ChannelIdleTTL:     cfg.ChannelIdleTTL,
 		Store:              n.store,
 		SyncAcks:           cfg.Persist == "sync",
 		Telemetry:          n.tel,
@@ -345,16 +352,19 @@ func (n *node) joinPeers(ctx context.Context) error {
 // openStore opens the history store. Redis unreachable at start is not
 // fatal: the store starts degraded, in memory, and keeps trying.
 func (n *node) openStore(ctx context.Context) error {
+	limits := persist.Limits{Entries: n.cfg.HistorySize, ChannelBytes: int64(n.cfg.HistoryChanBytes), TotalBytes: int64(n.cfg.HistoryMaxBytes)}
 	if n.cfg.Storage != "redis" {
-		n.store = persist.NewMemory(n.cfg.HistorySize)
+		n.store = persist.NewMemoryLimits(limits)
 		return nil
 	}
 	r, err := persist.NewRedis(ctx, persist.RedisOptions{
-		URL:         n.cfg.RedisURL,
-		HistorySize: n.cfg.HistorySize,
-		Buffer:      n.cfg.PersistBuffer,
-		KeyPrefix:   n.cfg.RedisKeyPrefix,
-		Logger:      n.log,
+		URL:          n.cfg.RedisURL,
+		HistorySize:  limits.Entries,
+		ChannelBytes: limits.ChannelBytes,
+		TotalBytes:   limits.TotalBytes,
+		Buffer:       n.cfg.PersistBuffer,
+		KeyPrefix:    n.cfg.RedisKeyPrefix,
+		Logger:       n.log,
 		OnStateChange: func(h persist.Health) {
 			if n.tel == nil {
 				return
@@ -405,12 +415,24 @@ func (n *node) restoreChannels(ctx context.Context) {
 	if err != nil {
 		n.log.Warn("could not load all history from storage", "err", err, "channels_loaded", len(names))
 	}
+	refused := false
 	for _, name := range names {
 		room, channel, ok := strings.Cut(name, ":")
 		if !ok || !codec.ValidName(room) || !codec.ValidName(channel) {
+			n.store.Forget(name)
 			continue
 		}
-		ch, _ := n.hub.CreateAt(fanout.Key{Room: room, Channel: channel}, time.Now())
+		// Evicted once idle, like a channel a join made; beyond the channel
+		// cap, only its stream keeps its history.
+		ch, err := n.hub.CreateTransient(fanout.Key{Room: room, Channel: channel})
+		if ch == nil {
+			n.store.Forget(name)
+			if !refused {
+				refused = true
+				n.log.Warn("more channels in storage than --max-channels: the rest are left to history reads", "err", err)
+			}
+			continue
+		}
 		if newest, _ := n.store.Recent(name, persist.Query{Limit: 1}); len(newest) == 1 {
 			bus.SeedClock(ch, newest[0].Position)
 		}
