@@ -338,7 +338,8 @@ type channelView struct {
 	Room         string         `json:"room"`
 	Channel      string         `json:"channel"`
 	MemberCount  int            `json:"member_count"`
-	Members      []memberView   `json:"members"`
+	Members      []memberView   `json:"members"` // at most MaxListedMembers of them
+	Truncated    bool           `json:"members_truncated,omitempty"`
 	Published    uint64         `json:"published"`
 	Bootstrap    bool           `json:"bootstrap"`
 	Created      time.Time      `json:"created"`
@@ -356,10 +357,13 @@ func localChannel(d *Deps, k fanout.Key) channelView {
 	v.exists = true
 	ch.ForEachMember(func(conn *engine.Conn) {
 		if mi, ok := conn.Value.(MemberInfo); ok {
-			v.Members = append(v.Members, memberView{mi.ID(), mi.ClientType(), d.NodeID})
+			v.MemberCount++
+			if len(v.Members) < MaxListedMembers {
+				v.Members = append(v.Members, memberView{mi.ID(), mi.ClientType(), d.NodeID})
+			}
 		}
 	})
-	v.MemberCount = len(v.Members)
+	v.Truncated = v.MemberCount > len(v.Members)
 	v.Published, v.Bootstrap = ch.Published(), ch.Bootstrap
 	v.Created, v.LastActivity = ch.Created.UTC(), ch.LastActivity().UTC()
 	v.Handlers = ch.Handlers()
@@ -381,7 +385,8 @@ func clusterChannel(d *Deps, k fanout.Key) channelView {
 			v.Created = theirs.Created
 		}
 		v.exists = true
-		v.Members = append(v.Members, theirs.Members...)
+		v.MemberCount += max(theirs.MemberCount, len(theirs.Members))
+		v.Members = append(v.Members, theirs.Members[:min(len(theirs.Members), MaxListedMembers-len(v.Members))]...)
 		v.Published = max(v.Published, theirs.Published)
 		v.Bootstrap = v.Bootstrap || theirs.Bootstrap
 		if theirs.LastActivity.After(v.LastActivity) {
@@ -391,14 +396,18 @@ func clusterChannel(d *Deps, k fanout.Key) channelView {
 			v.Handlers[name] += n
 		}
 	}
-	v.MemberCount = len(v.Members)
+	v.Truncated = v.MemberCount > len(v.Members)
 	return v
 }
+
+// MaxListedMembers bounds the members channel_info lists: a channel of 20,000 members would otherwise
+// cost a megabyte answer built on the event loop at every call. member_count still counts them all.
+const MaxListedMembers = 1000
 
 func channelInfoCommand() *Command {
 	return &Command{
 		Name:        "channel_info",
-		Description: "A channel's members with their client types, its counters and its command handlers.",
+		Description: "A channel's members with their client types (the first 1000; member_count counts all, members_truncated says when some are not listed), its counters and its command handlers.",
 		Params:      map[string]string{"room": "room, or \"room:channel\"", "channel": "channel"},
 		Gathers:     true,
 		Run: func(d *Deps, _ Caller, r *Request) ([]byte, *codec.Error) {

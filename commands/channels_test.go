@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/arqonbus/arqonbus/codec"
+	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/fanout"
 )
 
@@ -168,5 +169,48 @@ func TestListChannelsPagesACluster(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("limit %d: paged %d channels, want each of %d once, in order", limit, len(got), len(want))
 		}
+	}
+}
+
+type member struct{ id string }
+
+func (m member) ID() string         { return m.id }
+func (m member) ClientType() string { return "web" }
+
+// TestChannelInfoListsBoundedMembers: a channel of 1,500 members (on this node and another) lists
+// MaxListedMembers of them and counts them all.
+func TestChannelInfoListsBoundedMembers(t *testing.T) {
+	k := fanout.Key{Room: "big", Channel: "crowd"}
+	join := func(d *Deps, n int, prefix string) {
+		if _, err := d.Hub.Create(k); err != nil {
+			t.Fatal(err)
+		}
+		loop := engine.NewDetachedLoop()
+		for i := range n {
+			c := loop.NewConn("127.0.0.1:1")
+			c.Value = member{fmt.Sprintf("%s_%d", prefix, i)}
+			if _, _, err := d.Hub.Join(k, c, fanout.Filter{}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	here, there := hubWith(t, nil), hubWith(t, nil)
+	join(here, 900, "here")
+	join(there, 600, "there")
+	here.Remote = otherNode{there}
+	out, e := channelInfoCommand().Run(here, nil, &Request{Env: &codec.Envelope{Room: "big", Channel: "crowd"}, Name: "channel_info", Params: []byte(`{}`)})
+	if e != nil {
+		t.Fatal(e)
+	}
+	var v struct {
+		MemberCount int               `json:"member_count"`
+		Members     []json.RawMessage `json:"members"`
+		Truncated   bool              `json:"members_truncated"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.MemberCount != 1500 || len(v.Members) != MaxListedMembers || !v.Truncated {
+		t.Fatalf("member_count %d, %d listed, truncated %v: want 1500, %d, true", v.MemberCount, len(v.Members), v.Truncated, MaxListedMembers)
 	}
 }
