@@ -506,6 +506,9 @@ func TestChannelChurnComesBack(t *testing.T) {
 			if channels > baseChannels {
 				t.Errorf("%d channels left after the churn went idle, baseline %d", channels, baseChannels)
 			}
+			if ev := scrape(t, s).value(t, "arqonbus_channels_evicted_total", nil); ev < float64(total) {
+				t.Errorf("arqonbus_channels_evicted_total = %v after %d channels went idle", ev, total)
+			}
 			// The race detector's shadow memory is never given back: under it,
 			// RSS says nothing about what the server keeps.
 			if rss > baseRSS+48*mib && !raceServer() {

@@ -44,7 +44,7 @@ type busCollector struct {
 	received, sent, errors, uptime, memory, ready, draining, buildInfo                        *prometheus.Desc
 	commands, commandErrors, storageWrites, storageErrors, storageDegraded                    *prometheus.Desc
 	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive                 *prometheus.Desc
-	limitRefusals, inboxDropped, panics                                                       *prometheus.Desc
+	limitRefusals, inboxDropped, panics, evicted                                              *prometheus.Desc
 	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote, clusterRefused *prometheus.Desc
 }
 
@@ -75,6 +75,7 @@ func newBusCollector(src Source) *busCollector {
 		persistDepth:     desc("arqonbus_persist_queue_depth", "Messages queued for persistence."),
 		telemetryDropped: desc("arqonbus_telemetry_dropped_total", "Telemetry events dropped because consumers lagged."),
 		slowConsumers:    desc("arqonbus_slow_consumers_total", "Connections closed because their outbound buffer overflowed."),
+		evicted:          desc("arqonbus_channels_evicted_total", "Channels removed after --channel-idle-ttl without members or traffic."),
 		inboxDropped: desc("arqonbus_loop_inbox_dropped_total", "Frames (one per recipient) dropped because an event loop's inbox was full; "+
 			"their recipients were closed with 1013."),
 		limitRefusals:    desc("arqonbus_limit_refusals_total", "Requests refused by a limit, by limit.", "limit"),
@@ -94,7 +95,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.activeClients, c.clients, c.rooms, c.channels, c.wsConns, c.telConns,
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
-		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.inboxDropped, c.limitRefusals, c.panics,
+		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.inboxDropped, c.limitRefusals, c.panics, c.evicted,
 		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote, c.clusterRefused,
 	} {
 		ch <- d
@@ -151,6 +152,7 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.telemetryDropped, s.TelemetryDropped)
 	counter(c.slowConsumers, s.SlowConsumers)
 	counter(c.inboxDropped, s.LoopInboxDropped)
+	counter(c.evicted, s.ChannelsEvicted)
 	for _, l := range Limits {
 		counter(c.limitRefusals, s.LimitRefusals[l], l)
 	}

@@ -78,6 +78,7 @@ type Snapshot struct {
 	TelemetryDropped  uint64 `json:"telemetry_dropped"`
 	SlowConsumers     uint64 `json:"slow_consumers"`
 	LoopInboxDropped  uint64 `json:"loop_inbox_dropped"` // frames dropped by full event-loop inboxes
+	ChannelsEvicted   uint64 `json:"channels_evicted"`   // idle channels removed (--channel-idle-ttl)
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`
 	// Panics counts panics recovered (on the event loops and off them): each one a bug, logged with

@@ -472,6 +472,7 @@ func (n *node) Snapshot() ops.Snapshot {
 		TelemetryDropped:     n.tel.Dropped(),
 		SlowConsumers:        es.SlowConsumers,
 		LoopInboxDropped:     es.InboxDropped + n.telSrv.Stats().InboxDropped,
+		ChannelsEvicted:      n.bus.ChannelsEvicted(),
 		LimitRefusals: map[string]uint64{
 			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
 		},
