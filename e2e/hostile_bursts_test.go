@@ -115,7 +115,8 @@ func publishPadded(t *testing.T, pub *client.Conn, room, channel string, from, t
 }
 
 func TestBurstsToAHealthyReader(t *testing.T) {
-	s := startServer(t, "ARQONBUS_MAX_OUTBOUND_BYTES=262144", "ARQONBUS_MAX_MESSAGE_SIZE=65536", "ARQONBUS_HISTORY_SIZE=1200")
+	s := startServer(t, "ARQONBUS_MAX_OUTBOUND_BYTES=262144", "ARQONBUS_MAX_MESSAGE_SIZE=65536", "ARQONBUS_HISTORY_SIZE=1200",
+		"ARQONBUS_HISTORY_CHANNEL_BYTES=33554432") // 1,100 events of 16 KiB: all kept
 	ctx := testCtx(t, 120*time.Second)
 	room, ch := "bursts", uniqueName("ch")
 	pub := dial(t, s, client.WithClientID(uniqueName("pub")))
