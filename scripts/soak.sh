@@ -23,7 +23,8 @@
 #                        one-node cluster; ARQONBUS_CLUSTER=false for Redis as history only)
 #   SOAK_ARGS="..."      more arguments for bin/arqonbus-soak (rates, counts, tolerances), e.g.
 #                        SOAK_ARGS="-chat-rate 20 -stalled 5"
-#   ARQONBUS_*           passed to the server as usual (log level defaults to warn here)
+#   ARQONBUS_*           passed to the server as usual (log level defaults to warn here, and
+#                        ARQONBUS_CHANNEL_IDLE_TTL to 1m, so churned channels reach a steady count)
 #
 # Lines, summary.json and the server's log go to perf/results/soak-<time>/.
 set -euo pipefail
@@ -150,7 +151,10 @@ if [[ "$STORAGE" == redis ]]; then
 fi
 
 echo "==> starting the server on 127.0.0.1:${PORTS[0]} (http ${PORTS[1]}, telemetry ${PORTS[2]}) ${SERVER_FLAGS[*]}, log $OUT/server.log"
-ARQONBUS_LOG_LEVEL="${ARQONBUS_LOG_LEVEL:-warn}" bin/arqonbus --host 127.0.0.1 --port "${PORTS[0]}" \
+# Churned channels are evicted after --channel-idle-ttl (10m by default): a shorter one lets the
+# soak reach its steady channel count within the warm-up, so that "flat" judges a steady state.
+ARQONBUS_CHANNEL_IDLE_TTL="${ARQONBUS_CHANNEL_IDLE_TTL:-1m}" \
+	ARQONBUS_LOG_LEVEL="${ARQONBUS_LOG_LEVEL:-warn}" bin/arqonbus --host 127.0.0.1 --port "${PORTS[0]}" \
 	--http-port "${PORTS[1]}" --telemetry-port "${PORTS[2]}" --shutdown-timeout 3s \
 	"${SERVER_FLAGS[@]}" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
