@@ -321,9 +321,12 @@ func (st *settling) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 		if o.err == cluster.ErrUncertain {
 			cs.addGhost(o)
 		}
-	case o.state.Load() == outWithdrawn, onOwn && o.withdraw():
-		// Never sent (published while Redis was unreachable, or taken off the writer's queue): not in
-		// Redis, for sure.
+	case o.state.Load() == outWithdrawn:
+		// Published while Redis was unreachable (and counted then): not in Redis. (An event withdrawn
+		// below leaves the outbox at once: only those wait in it withdrawn.)
+	case onOwn && o.withdraw():
+		// Taken off the writer's queue before it was sent: not in Redis, for sure.
+		m.stats.localOnly.Add(1)
 	default:
 		return nil, nil // on its way to Redis: what follows waits for its reply
 	}
