@@ -24,7 +24,10 @@ import (
 //
 // While Redis is unreachable, the node is a bus of its own: events reach this node's members only,
 // positioned by the channel's clock, and their history waits in the store's outage buffer (written when
-// Redis returns, where it lands after what the stream already has). When Redis is back, subscriptions
+// Redis returns, where it lands after what the stream already has). Events on their way through Redis
+// when it went away are settled first, in order: an event already sent holds its channel's later
+// events until Redis answers or the writer gives up on it, so that none is delivered twice and the
+// channel's positions stay those of its stream. When Redis is back, subscriptions
 // catch up from the streams, this node's ids are claimed again, the buffer is flushed, and then events
 // cross nodes again.
 type mesh struct {
