@@ -425,7 +425,7 @@ func (a *arrival) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 	if a.own = cs.takeOwn(a.data); a.own != nil {
 		sender = a.own.sender
 		// Events published while Redis was unreachable may wait behind it.
-		a.drain = len(cs.outbox) > 0 && cs.outbox[0].state.Load() == outWithdrawn
+		a.drain = len(cs.outbox) > 0 && (cs.outbox[0].state.Load() == outWithdrawn || !a.m.clustered.Load())
 	}
 	buf := make([]byte, engine.HeaderRoom, engine.HeaderRoom+len(a.data))
 	buf = append(buf, a.data...)
