@@ -60,7 +60,7 @@ type meshStats struct {
 	published   counter // events this node sent through Redis
 	received    counter // events delivered here from Redis (this node's own included)
 	localOnly   counter // events routed to this node's members only: Redis was unreachable
-	uncertain   counter // events whose way through Redis failed midway, routed here only
+	uncertain   counter // events whose way through Redis failed midway: routed here only, or stored but delivered here without coming back (other nodes may have missed them)
 	refused     counter // events Redis refused
 	gaps        counter // catch-ups that found history trimmed before this node read it
 	remoteSends counter // private messages, commands and answers sent to other nodes
@@ -306,7 +306,9 @@ func (st *settling) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 		if !onOwn {
 			return nil, nil // it will come back with the channel's other events
 		}
-		// Stored, but Redis went away: its way back may be lost, so deliver it here now.
+		// Stored, but Redis went away: its way back may be lost, so deliver it here now (other nodes
+		// may miss it with Redis).
+		m.stats.uncertain.Add(1)
 		cs.removeOutbox(i)
 		st.o, st.at = o, o.pos
 		st.attrs.data = o.buf[engine.HeaderRoom:]
