@@ -19,6 +19,9 @@ type chanState struct {
 	// outbox holds this node's events on their way through Redis, in the order they left (cluster
 	// only); guarded by the channel lock.
 	outbox []*outgoing
+	// ghosts are events routed here when their way through Redis failed midway (cluster only);
+	// guarded by the channel lock.
+	ghosts []ghost
 }
 
 // NewChannelState makes the bus's state for a new channel: pass it to the

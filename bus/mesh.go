@@ -3,6 +3,7 @@ package bus
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,10 @@ import (
 //
 // While Redis is unreachable, the node is a bus of its own: events reach this node's members only,
 // positioned by the channel's clock, and their history waits in the store's outage buffer (written when
-// Redis returns, where it lands after what the stream already has). When Redis is back, subscriptions
+// Redis returns, where it lands after what the stream already has). Events on their way through Redis
+// when it went away are settled first, in order: an event already sent holds its channel's later
+// events until Redis answers or the writer gives up on it, so that none is delivered twice and the
+// channel's positions stay those of its stream. When Redis is back, subscriptions
 // catch up from the streams, this node's ids are claimed again, the buffer is flushed, and then events
 // cross nodes again.
 type mesh struct {
@@ -56,7 +60,7 @@ type meshStats struct {
 	published   counter // events this node sent through Redis
 	received    counter // events delivered here from Redis (this node's own included)
 	localOnly   counter // events routed to this node's members only: Redis was unreachable
-	uncertain   counter // events whose way through Redis failed midway, routed here only
+	uncertain   counter // events whose way through Redis failed midway: routed here only, or stored but delivered here without coming back (other nodes may have missed them)
 	refused     counter // events Redis refused
 	gaps        counter // catch-ups that found history trimmed before this node read it
 	remoteSends counter // private messages, commands and answers sent to other nodes
@@ -135,7 +139,7 @@ func (m *mesh) up() bool { return m.node != nil && m.clustered.Load() }
 
 // outgoing is one of this node's events on its way through Redis. It waits in its channel's outbox
 // until it comes back with the channel's other events (it is then delivered like them, but not to its
-// sender), or the way fails (it is then routed on this node only).
+// sender), or, while Redis is unreachable, until it is settled here in the outbox's order (see drain).
 type outgoing struct {
 	m        *mesh
 	ch       *fanout.Channel
@@ -145,9 +149,28 @@ type outgoing struct {
 	buf      []byte // engine.HeaderRoom, head, tail
 	split    int    // head is buf[engine.HeaderRoom:split], tail buf[split:]
 	ack      bool
-	pos      persist.Position // from Redis's reply, once it came
-	replied  bool
+	state    atomic.Int32 // outQueued, outSent or outWithdrawn
+
+	// Under the channel's lock.
+	pos     persist.Position // from Redis's reply, once it came
+	replied bool
+	failed  bool  // Redis's reply was err: not stored (or, for cluster.ErrUncertain, maybe)
+	err     error // when failed
 }
+
+// Where an outgoing event is: waiting in the writer's queue, handed to Redis (its reply will say how it
+// went), or withdrawn from the queue before it was sent (certainly not stored: it is routed here only).
+const (
+	outQueued int32 = iota
+	outSent
+	outWithdrawn
+)
+
+// Sending is the writer taking o to send it (cluster.Withdrawable).
+func (o *outgoing) Sending() bool { return o.state.CompareAndSwap(outQueued, outSent) }
+
+// withdraw takes o off the writer's queue if it is still there.
+func (o *outgoing) withdraw() bool { return o.state.CompareAndSwap(outQueued, outWithdrawn) }
 
 func (o *outgoing) head() []byte { return o.buf[engine.HeaderRoom:o.split] }
 func (o *outgoing) tail() []byte { return o.buf[o.split:] }
@@ -169,9 +192,28 @@ func (o *outgoing) build() {
 
 func (m *mesh) publish(s *session, ch *fanout.Channel, env *codec.Envelope, received time.Time) {
 	if !m.up() {
-		m.settleOutbox(ch) // what left before Redis went away goes first
 		m.stats.localOnly.Add(1)
-		m.b.publishLocal(s, ch, env, received)
+		if m.drain(ch) { // what left before Redis went away goes first
+			m.b.publishLocal(s, ch, env, received)
+			return
+		}
+		// Events that left before are still on their way (Redis's reply will say whether it stored
+		// them): this one waits behind them, never sent.
+		o := &outgoing{m: m, ch: ch, sender: s.conn, env: env, received: received, ack: wantsAck(env.Metadata)}
+		o.state.Store(outWithdrawn)
+		o.build()
+		queued := false
+		cs := stateOf(ch)
+		ch.Locked(func() {
+			if queued = len(cs.outbox) > 0; queued {
+				cs.outbox = append(cs.outbox, o)
+			}
+		})
+		if !queued {
+			m.b.publishLocal(s, ch, env, received)
+			return
+		}
+		m.drain(ch) // in case the outbox's head settled meanwhile
 		return
 	}
 	o := &outgoing{m: m, ch: ch, sender: s.conn, env: env, received: received, ack: wantsAck(env.Metadata)}
@@ -188,57 +230,119 @@ func (m *mesh) publish(s *session, ch *fanout.Channel, env *codec.Envelope, rece
 
 // Published hears Redis's answer to o (cluster.Result), on a writer goroutine.
 func (o *outgoing) Published(pos persist.Position, err error) {
-	defer o.m.b.recoverOffLoop("cluster publish result")
-	if err == nil && o.m.clustered.Load() {
-		// The usual case: stored and on its way back; remember where, in case the way back is lost.
-		o.ch.Locked(func() { o.pos, o.replied = pos, true })
+	m := o.m
+	defer m.b.recoverOffLoop("cluster publish result")
+	if !o.state.CompareAndSwap(outQueued, outSent) && o.state.Load() != outSent {
+		return // withdrawn, and routed here
+	}
+	o.ch.Locked(func() {
+		if err == nil {
+			o.pos, o.replied = pos, true
+		} else {
+			o.failed, o.err = true, err
+		}
+	})
+	if m.clustered.Load() && m.node.Up() {
+		if err == nil {
+			return // the usual case: stored, and on its way back with the channel's other events
+		}
+		// Refused while Redis is up (or a failure not yet seen as an outage): settle it now.
+		st := &settling{m: m, target: o}
+		st.after(o.ch.Publish(st, &st.attrs))
 		return
 	}
-	st := &settling{o: o, pos: pos, err: err}
-	pub := o.ch.Publish(st, newRoutedAttrs(o.buf[engine.HeaderRoom:]))
-	st.after(pub)
+	// Redis is unreachable: the channel's events are settled here, in the order they were published.
+	m.drain(o.ch)
 }
 
-// settling decides, under the channel's lock, what becomes of an outgoing event Redis answered.
+// drain settles ch's outbox from its head while Redis is unreachable (or events are waiting behind
+// one that is settled): events Redis stored are delivered here at their positions (their way back may
+// be lost), events it did not get (withdrawn from the writer's queue, failed, or published meanwhile)
+// are routed here only, in the order they were published, and an event still on its way to Redis holds
+// the ones behind it until its reply comes (within the writer's timeout): routing it here before
+// knowing whether Redis stored it would deliver it twice when Redis answers late. It reports whether
+// the outbox is empty.
+func (m *mesh) drain(ch *fanout.Channel) (empty bool) {
+	for {
+		st := &settling{m: m}
+		pub := ch.Publish(st, &st.attrs)
+		if st.o == nil {
+			return st.empty
+		}
+		st.after(pub)
+	}
+}
+
+// settling takes one event out of a channel's outbox under the channel's lock: its head when it is
+// settled (drain), or target (Published, for a refusal while Redis is up).
 type settling struct {
-	o     *outgoing
-	pos   persist.Position
-	err   error
-	local *publishing // routed here only
-	sa    *syncAck
-	at    persist.Position // delivered here at this position
+	m      *mesh
+	target *outgoing
+	o      *outgoing        // the event taken, nil for none
+	empty  bool             // nothing was taken because the outbox is empty
+	local  *publishing      // routed here only
+	sa     *syncAck         // its sync ack
+	at     persist.Position // delivered here at this position
+	attrs  routedAttrs
 }
 
 func (st *settling) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
-	o, m := st.o, st.o.m
+	m := st.m
 	cs := stateOf(ch)
-	i := cs.outboxIndex(o)
-	if i < 0 {
-		return nil, nil // it came back already
-	}
-	if st.err == nil {
-		o.pos, o.replied = st.pos, true
-		if m.clustered.Load() {
-			return nil, nil // it will come back with the channel's other events
+	i := 0
+	if st.target != nil {
+		if i = cs.outboxIndex(st.target); i < 0 {
+			return nil, nil // it came back already
 		}
-		// Redis went away after storing it: the way back may be lost, so deliver it here now.
-		cs.removeOutbox(i)
-		st.at = st.pos
-		return m.deliver(cs, st.pos, o.spliced(st.pos)), o.sender
-	}
-	cs.removeOutbox(i)
-	if refused(st.err) {
-		m.stats.refused.Add(1)
+	} else if len(cs.outbox) == 0 {
+		st.empty = true
 		return nil, nil
 	}
-	// The way failed (maybe after Redis stored it): route it on this node, like any event published
-	// while Redis is unreachable.
-	m.stats.uncertain.Add(1)
+	o := cs.outbox[i]
+	// While Redis is reachable, the events in the outbox come back through it.
+	onOwn := !m.clustered.Load() || !m.node.Up()
+	switch {
+	case o.replied:
+		if !onOwn {
+			return nil, nil // it will come back with the channel's other events
+		}
+		// Stored, but Redis went away: its way back may be lost, so deliver it here now (other nodes
+		// may miss it with Redis).
+		m.stats.uncertain.Add(1)
+		cs.removeOutbox(i)
+		st.o, st.at = o, o.pos
+		st.attrs.data = o.buf[engine.HeaderRoom:]
+		return m.deliver(cs, o.pos, o.spliced(o.pos)), o.sender
+	case o.failed && refused(o.err):
+		cs.removeOutbox(i)
+		st.o = o
+		m.stats.refused.Add(1)
+		return nil, nil
+	case o.failed:
+		// The way failed (for cluster.ErrUncertain, maybe after Redis stored it): route it on this node,
+		// like any event published while Redis is unreachable, and know it again should Redis bring
+		// it back.
+		m.stats.uncertain.Add(1)
+		if o.err == cluster.ErrUncertain {
+			cs.addGhost(o)
+		}
+	case o.state.Load() == outWithdrawn:
+		// Published while Redis was unreachable (and counted then): not in Redis. (An event withdrawn
+		// below leaves the outbox at once: only those wait in it withdrawn.)
+	case onOwn && o.withdraw():
+		// Taken off the writer's queue before it was sent: not in Redis, for sure.
+		m.stats.localOnly.Add(1)
+	default:
+		return nil, nil // on its way to Redis: what follows waits for its reply
+	}
+	cs.removeOutbox(i)
+	st.o = o
 	st.local = &publishing{b: m.b, env: o.env, sender: o.sender, now: o.received}
 	if o.ack && m.b.cfg.SyncAcks {
 		st.sa = m.b.newSyncAck(o.sender, o.env)
 		st.local.done = st.sa.stored
 	}
+	st.attrs.data = o.buf[engine.HeaderRoom:]
 	frame, except := st.local.Prepare(ch)
 	st.at = st.local.pos
 	return frame, except
@@ -246,12 +350,11 @@ func (st *settling) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 
 // after answers the sender once the publish is settled.
 func (st *settling) after(pub fanout.Published) {
-	o, b := st.o, st.o.m.b
+	o, b := st.o, st.m.b
 	switch {
-	case st.err != nil && st.local == nil && st.at.IsZero():
-		if refused(st.err) {
-			b.sendErrorTo(o.sender, o.env.Room, o.env.Channel, o.env.ID, codec.Unavailable("not published: "+st.err.Error()))
-		}
+	case o == nil:
+	case o.failed && refused(o.err):
+		b.sendErrorTo(o.sender, o.env.Room, o.env.Channel, o.env.ID, codec.Unavailable("not published: "+o.err.Error()))
 	case st.sa != nil:
 		st.sa.routed(pub.Recipients(), st.at)
 	case o.ack && !st.at.IsZero():
@@ -295,6 +398,9 @@ func (m *mesh) Event(channel string, pos persist.Position, data []byte) {
 		o := a.own
 		o.sender.Send(m.b.responseFrame(o.env, ackResult(pub.Recipients(), pos, m.b.cfg.SyncAcks)))
 	}
+	if a.drain {
+		m.drain(ch)
+	}
 }
 
 // arrival is one event from Redis, under its channel's lock.
@@ -303,6 +409,7 @@ type arrival struct {
 	pos   persist.Position
 	data  []byte
 	own   *outgoing   // when this node published it
+	drain bool        // the outbox has events to settle
 	attrs routedAttrs // for filtered members, in the same allocation
 }
 
@@ -311,9 +418,16 @@ func (a *arrival) Prepare(ch *fanout.Channel) ([]byte, *engine.Conn) {
 	if !cs.clock.Last().Less(a.pos) {
 		return nil, nil // delivered already (a catch-up overlaps live events)
 	}
+	if len(cs.ghosts) > 0 && cs.takeGhost(a.data) {
+		// Routed here already, when its way to Redis failed: Redis did store it after all.
+		cs.clock.Observe(a.pos)
+		return nil, nil
+	}
 	var sender *engine.Conn
 	if a.own = cs.takeOwn(a.data); a.own != nil {
 		sender = a.own.sender
+		// Events published while Redis was unreachable may wait behind it.
+		a.drain = len(cs.outbox) > 0 && (cs.outbox[0].state.Load() == outWithdrawn || !a.m.clustered.Load())
 	}
 	buf := make([]byte, engine.HeaderRoom, engine.HeaderRoom+len(a.data))
 	buf = append(buf, a.data...)
@@ -384,12 +498,48 @@ const ownScan = 64
 // the caller holds the channel's lock.
 func (cs *chanState) takeOwn(data []byte) *outgoing {
 	for i, o := range cs.outbox[:min(len(cs.outbox), ownScan)] {
-		if bytes.HasPrefix(data, o.head()) {
+		if bytes.HasPrefix(data, o.head()) && o.state.Load() != outWithdrawn {
 			cs.removeOutbox(i)
 			return o
 		}
 	}
 	return nil
+}
+
+// A ghost is an event of this node whose way to Redis failed midway (cluster.ErrUncertain) and that
+// was routed here: should Redis have stored it after all, it comes back, and is not delivered twice.
+// Redis runs what it received before it answers anything else, so a ghost comes back, if ever, as soon
+// as Redis answers again: ghosts are forgotten after ghostTTL, and the newest ghostLimit are kept.
+type ghost struct {
+	head, tail []byte
+	at         time.Time
+}
+
+const (
+	ghostTTL   = time.Minute
+	ghostLimit = 1024
+)
+
+// addGhost remembers o as a ghost; the caller holds the channel's lock.
+func (cs *chanState) addGhost(o *outgoing) {
+	if len(cs.ghosts) >= ghostLimit {
+		cs.ghosts = slices.Delete(cs.ghosts, 0, 1)
+	}
+	cs.ghosts = append(cs.ghosts, ghost{head: o.head(), tail: o.tail(), at: time.Now()})
+}
+
+// takeGhost reports whether data (an envelope at some position) is a ghost, and forgets it; the caller
+// holds the channel's lock.
+func (cs *chanState) takeGhost(data []byte) bool {
+	now := time.Now()
+	cs.ghosts = slices.DeleteFunc(cs.ghosts, func(g ghost) bool { return now.Sub(g.at) > ghostTTL })
+	for i, g := range cs.ghosts {
+		if len(data) > len(g.head)+len(g.tail) && bytes.HasPrefix(data, g.head) && bytes.HasSuffix(data, g.tail) {
+			cs.ghosts = slices.Delete(cs.ghosts, i, i+1)
+			return true
+		}
+	}
+	return false
 }
 
 // ---- reachability ----
@@ -405,27 +555,27 @@ func (m *mesh) Reachable(up bool) {
 	go m.recover()
 }
 
-// failover settles every event on its way through Redis: those Redis stored are delivered here at
-// their positions (their way back may be lost), the others are routed here only, all in the order
-// they were published, ahead of anything published from now on.
+// failover settles the events on their way through Redis (see drain): those Redis stored are
+// delivered here at their positions (their way back may be lost), those still in the writer's queue
+// are withdrawn and routed here only, all in the order they were published, ahead of anything
+// published from now on; those Redis has not answered yet hold the rest of their channel's outbox
+// until it does (or the writer gives up on it).
 func (m *mesh) failover() {
 	for _, ch := range m.b.hub.Channels() {
-		m.settleOutbox(ch)
+		m.drain(ch)
 	}
 }
 
-// settleOutbox settles ch's outgoing events now that Redis is unreachable.
-func (m *mesh) settleOutbox(ch *fanout.Channel) {
-	cs := stateOf(ch)
-	var pending []*outgoing
-	ch.Locked(func() { pending = append(pending, cs.outbox...) })
-	for _, o := range pending {
-		if o.replied {
-			o.Published(o.pos, nil)
-		} else {
-			o.Published(persist.Position{}, cluster.ErrUncertain)
+// outboxesEmpty reports whether no channel has events waiting to be settled.
+func (m *mesh) outboxesEmpty() bool {
+	for _, ch := range m.b.hub.Channels() {
+		empty := true
+		ch.Locked(func() { empty = len(stateOf(ch).outbox) == 0 })
+		if !empty {
+			return false
 		}
 	}
+	return true
 }
 
 // recoverWait bounds how long recovery waits for the outage buffer to reach Redis.
@@ -466,8 +616,9 @@ func (m *mesh) recover() {
 		}
 	}
 	// Until this node's subscriptions are back and caught up, events published through Redis would
-	// not reach its own members: keep routing here meanwhile.
-	for (m.b.store.Health().Backlog > 0 || !m.node.Caught()) && m.node.Up() && ctx.Err() == nil {
+	// not reach its own members: keep routing here meanwhile. Events published here while Redis was
+	// unreachable must be settled and reach the stream before any that Redis positions.
+	for (m.b.store.Health().Backlog > 0 || !m.node.Caught() || !m.outboxesEmpty()) && m.node.Up() && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !m.node.Up() {

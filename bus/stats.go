@@ -136,7 +136,7 @@ type ClusterStatus struct {
 	EventsPublished uint64 `json:"events_published"`
 	EventsReceived  uint64 `json:"events_received"`
 	LocalOnly       uint64 `json:"events_local_only"` // routed on this node only: Redis was unreachable
-	Uncertain       uint64 `json:"events_uncertain"`  // the way through Redis failed midway: routed here only
+	Uncertain       uint64 `json:"events_uncertain"`  // the way through Redis failed midway: routed (or delivered) here only
 	Refused         uint64 `json:"events_refused"`
 	Gaps            uint64 `json:"gaps"`
 	RemoteSends     uint64 `json:"remote_sends"`

@@ -304,3 +304,40 @@ func TestWriterQueueIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// withdrawn is a cluster.Withdrawable called off before the writer takes it.
+type withdrawn struct{ results chan error }
+
+func (w withdrawn) Published(_ persist.Position, err error) { w.results <- err }
+func (w withdrawn) Sending() bool                           { return false }
+
+// TestPublishWithdrawn: a publish withdrawn while queued is never sent, and hears no result, so that
+// its sender may route it elsewhere knowing Redis never had it; the publishes around it go through.
+func TestPublishWithdrawn(t *testing.T) {
+	r := redistest.Run(t)
+	h := newRecorder()
+	n := startNode(t, r.URL(), "w", h)
+	subscribe(t, n, "room:w")
+	first := publish(t, n, "room:w", 0)
+	w := withdrawn{make(chan error, 1)}
+	n.Publish("room:w", []byte(`{"n":1,"position":"`), []byte(`"}`), w)
+	last := publish(t, n, "room:w", 2)
+	for _, done := range []chan error{first, last} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "2 events", func() bool { return h.count("room:w") == 2 })
+	select {
+	case err := <-w.results:
+		t.Fatalf("the withdrawn publish heard %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, e := range h.events["room:w"] {
+		if want := fmt.Sprintf(`{"n":%d,`, 2*i); !strings.HasPrefix(string(e.Data), want) {
+			t.Errorf("event %d: %s, want %s...", i, e.Data, want)
+		}
+	}
+}

@@ -21,6 +21,15 @@ type Result interface {
 	Published(pos persist.Position, err error)
 }
 
+// Withdrawable is a Result whose publish may be called off while it waits in the queue, so that its
+// sender knows for sure it never reached Redis. The writer calls Sending just before it sends the
+// publish: false drops it, and no Published follows; true means it is on its way and Published will
+// say how it went.
+type Withdrawable interface {
+	Result
+	Sending() bool
+}
+
 // Publish queues an event of channel for the cluster: the Lua call stores head+position+tail in the
 // channel's stream and publishes it to every subscribed node, this one included. head and tail must not
 // change until res hears the outcome. Publish never blocks on I/O (it is called under the channel's
@@ -55,12 +64,20 @@ type outgoing interface {
 	size() int                                 // bytes it holds while queued
 	settle(res rueidis.RedisResult, err error) // err is the failure to send, else nil
 	scripted() bool                            // a Lua script: on NOSCRIPT it did not run and is sent again
+	claim() bool                               // false: withdrawn, drop it unsent and unsettled
 }
 
 type publishing struct {
 	channel    string
 	head, tail []byte
 	res        Result
+}
+
+func (p *publishing) claim() bool {
+	if w, ok := p.res.(Withdrawable); ok {
+		return w.Sending()
+	}
+	return true
 }
 
 func (p *publishing) command(n *Node, c rueidis.Client) rueidis.Completed {
@@ -110,6 +127,8 @@ func (m *mail) command(n *Node, c rueidis.Client) rueidis.Completed {
 }
 
 func (m *mail) scripted() bool { return m.client != "" }
+
+func (m *mail) claim() bool { return true }
 
 func (m *mail) size() int { return len(m.msg) + len(m.instance) + len(m.client) }
 
@@ -286,8 +305,18 @@ func isDone(c chan struct{}) bool {
 // sendTimeout bounds one batch's round trip.
 const sendTimeout = 5 * time.Second
 
-// send runs one batch and settles each message.
+// send runs one batch and settles each message (but those withdrawn before they were sent).
 func (w *writer) send(batch []outgoing, cmds rueidis.Commands) rueidis.Commands {
+	claimed := batch[:0]
+	for _, it := range batch {
+		if it.claim() {
+			claimed = append(claimed, it)
+		}
+	}
+	batch = claimed
+	if len(batch) == 0 {
+		return cmds
+	}
 	c := w.n.client()
 	if c == nil || !w.n.Up() {
 		for _, it := range batch {

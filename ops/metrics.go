@@ -83,7 +83,7 @@ func newBusCollector(src Source) *busCollector {
 		clusterNodes:     desc("arqonbus_cluster_nodes", "Live nodes of the cluster, as this node sees them (clustered nodes only)."),
 		clusterReachable: desc("arqonbus_cluster_reachable", "1 while events cross nodes, 0 while Redis is unreachable (clustered nodes only)."),
 		clusterEvents: desc("arqonbus_cluster_events_total", "Events by way: published through Redis, received from it, "+
-			"local_only (Redis unreachable) and uncertain (its way failed midway), both routed on this node only.", "way"),
+			"local_only (Redis unreachable) and uncertain (its way failed midway), both routed on this node only (an uncertain one maybe elsewhere too).", "way"),
 		clusterGaps:    desc("arqonbus_cluster_gaps_total", "Catch-ups that found history trimmed before this node read it."),
 		clusterRemote:  desc("arqonbus_cluster_remote_sends_total", "Private messages, commands and answers sent to other nodes, by outcome.", "outcome"),
 		clusterRefused: desc("arqonbus_cluster_queue_refused_total", "Publishes and messages to other nodes refused because too much was waiting for Redis."),

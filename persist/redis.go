@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -567,10 +568,20 @@ func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) 
 		case outcomeStored:
 			s.finish(sh, p, nil)
 		case outcomeExists:
-			if p.sent {
+			if !p.sent {
+				s.finish(sh, p, fmt.Errorf("persist: position %s not stored: stream %s has a newer entry", p.e.Position, p.key))
+				break
+			}
+			// An earlier attempt may have landed, or something else (another node, or the cluster's
+			// publish of this very event whose reply was lost) wrote past the position: look.
+			switch held, err := s.holds(c, p); {
+			case err != nil:
+				retry = append(retry, *p)
+				retryErr = err
+			case held:
 				s.landed.Add(1)
-				s.finish(sh, p, nil) // an earlier attempt landed
-			} else {
+				s.finish(sh, p, nil)
+			default:
 				s.finish(sh, p, fmt.Errorf("persist: position %s not stored: stream %s has a newer entry", p.e.Position, p.key))
 			}
 		case outcomeRetry:
@@ -585,6 +596,19 @@ func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) 
 		}
 	}
 	return retry, cmds, retryErr
+}
+
+// holds reports whether the stream holds p's entry at its position: after an attempt with an unknown
+// outcome, Redis refusing the position as not above the stream's top does not say who wrote there.
+func (s *Redis) holds(c rueidis.Client, p *pending) (bool, error) {
+	id := p.e.Position.String()
+	ctx, cancel := context.WithTimeout(s.ctx, readTimeout)
+	defer cancel()
+	entries, err := parseEntries(c.Do(ctx, c.B().Xrange().Key(p.key).Start(id).End(id).Build()), false)
+	if err != nil {
+		return false, err
+	}
+	return len(entries) == 1 && bytes.Equal(entries[0].Data, p.e.Data), nil
 }
 
 // finish settles one write: counted, its done called, and (for writes taken from a shard) the

@@ -503,7 +503,8 @@ func TestRedisBufferDropsOldest(t *testing.T) {
 }
 
 // An XADD refused because the stream already has a newer entry fails on a first attempt (someone else
-// wrote there) and counts as stored on a retry (the earlier attempt landed).
+// wrote there) and counts as stored on a retry only when the stream holds the entry at its position
+// (the earlier attempt landed).
 func TestRedisPositionNotAboveTop(t *testing.T) {
 	r := redistest.Run(t)
 	ctx := testCtx(t)
@@ -528,11 +529,24 @@ func TestRedisPositionNotAboveTop(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatalf("retried write already in the stream: %v", err)
 	}
+	// A retry refused where the stream holds something else, or nothing, did not land: another writer
+	// moved the top past it (in a cluster, another node, or the publish of this very event whose
+	// reply was lost). Before: counted as stored.
+	for _, e := range []Entry{{Position: Position{5000, 0}, Data: []byte(`{"other":1}`)}, {Position: Position{4500, 0}, Data: []byte(`{}`)}} {
+		sh.backlog.Add(1)
+		retry, _, err = s.write(sh, []pending{{key: key, e: e, done: func(err error) { errs <- err }, sent: true}}, nil, nil)
+		if len(retry) != 0 || err != nil {
+			t.Fatalf("retry = %v, %v", retry, err)
+		}
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "has a newer entry") {
+			t.Fatalf("retried write at %s not in the stream: %v", e.Position, err)
+		}
+	}
 	s.Append("race:x", Entry{Position: Position{6000, 0}, Data: []byte(`{}`)}, func(err error) { errs <- err })
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	if h := s.Health(); h.Dropped != 1 || h.Written != 2 || h.Backlog != 0 {
+	if h := s.Health(); h.Dropped != 3 || h.Written != 2 || h.Backlog != 0 {
 		t.Fatalf("Health = %+v", h)
 	}
 }
