@@ -398,6 +398,22 @@ func (q *query) gone(instance string) {
 }
 
 // Gather asks every other live node for its view and waits for their answers, or for ctx.
+// Handlers counts k's handlers on other nodes by name, from the tables routing uses.
+func (m *mesh) Handlers(k fanout.Key) map[string]int {
+	self := m.node.Instance()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{}
+	for name, hs := range m.index[k] {
+		for _, h := range hs {
+			if h.node != self {
+				out[name]++
+			}
+		}
+	}
+	return out
+}
+
 func (m *mesh) Gather(ctx context.Context, kind string, k fanout.Key, arg []byte) [][]byte {
 	if !m.up() {
 		return nil

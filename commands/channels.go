@@ -392,9 +392,9 @@ func clusterChannel(d *Deps, k fanout.Key) channelView {
 		if theirs.LastActivity.After(v.LastActivity) {
 			v.LastActivity = theirs.LastActivity
 		}
-		for name, n := range theirs.Handlers {
-			v.Handlers[name] += n
-		}
+	}
+	for name, n := range d.Remote.Handlers(k) {
+		v.Handlers[name] += n
 	}
 	v.Truncated = v.MemberCount > len(v.Members)
 	return v

@@ -35,6 +35,19 @@ func TestBest(t *testing.T) {
 // through its real LocalView.
 type otherNode []*Deps
 
+// Handlers counts the other hubs' handlers of k, as a cluster's handler tables would.
+func (o otherNode) Handlers(k fanout.Key) map[string]int {
+	out := map[string]int{}
+	for _, d := range o {
+		if ch := d.Hub.Channel(k); ch != nil {
+			for name, n := range ch.Handlers() {
+				out[name] += n
+			}
+		}
+	}
+	return out
+}
+
 func (o otherNode) Gather(_ context.Context, kind string, k fanout.Key, arg []byte) [][]byte {
 	var out [][]byte
 	for _, d := range o {

@@ -54,6 +54,10 @@ type Remote interface {
 	// Gather asks every other live node for its LocalView of kind, k and arg, and returns the answers
 	// that arrived before ctx ended.
 	Gather(ctx context.Context, kind string, k fanout.Key, arg []byte) [][]byte
+	// Handlers counts, by command name, the handlers of k on other nodes that this node routes
+	// commands to: what channel_info reports, so that it never shows a handler routing does not
+	// know yet.
+	Handlers(k fanout.Key) map[string]int
 }
 
 // Replayer sends a joining member the messages it missed.
