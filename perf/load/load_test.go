@@ -419,7 +419,9 @@ func TestCommandRoundTrips(t *testing.T) {
 	if res.Conns != 6 || res.Params != "handlers=2 requesters=4 rate=400" {
 		t.Errorf("conns %d params %q", res.Conns, res.Params)
 	}
-	if res.Sent < 200 || res.Sent > 340 {
+	// 400/s for an 800 ms window is 320; a loaded machine delays sends out of the warm-up into the
+	// window (send lag), so only the whole run's 400 bounds it from above.
+	if res.Sent < 200 || res.Sent > 400 {
 		t.Errorf("sent %d requests in the window, want about 320", res.Sent)
 	}
 	if res.Expected != res.Sent || res.Delivered != res.Sent {
