@@ -229,7 +229,7 @@ func TestFanoutNoLoss(t *testing.T) {
 	}
 	t.Logf("%+v", res)
 	// About 400 msg/s over 0.8 s; the scheduler under -race may run a little short.
-	if res.Sent < 200 || res.Sent > 340 {
+	if res.Sent < 200 || res.Sent > 400 { // 320 in the window; see TestCommandRoundTrips
 		t.Errorf("sent %d in the window, want about 320", res.Sent)
 	}
 	if res.Expected != res.Sent*5 {
