@@ -43,6 +43,9 @@ for line in "${lines[@]}"; do
 	if [ -d "$src" ]; then
 		mkdir -p "$dst"
 		cp -n "$src"/* "$dst"/ 2>/dev/null || true
+		# The cache keeps inputs of the target's earlier signatures too: drop what it no longer takes.
+		go test -run="^${target}\$" "$pkg" 2>&1 | grep -o "testdata/fuzz/$target/[0-9a-f]*\": mismatched types" |
+			cut -d'"' -f1 | while read -r bad; do rm -f "${pkg%/}/$bad"; done || true
 		log "$target: corpus in $dst ($(ls "$dst" | wc -l) inputs)"
 	fi
 done
