@@ -210,13 +210,27 @@ func (s *Server) Run() error {
 // the network namespace, gone with the process) for a TCP port: a second
 // server on the same port fails here, as it would to bind without
 // SO_REUSEPORT.
+//
+// A server that is stopping has closed its listeners some hundreds of
+// milliseconds before it lets the lock go, and a restart (a supervisor, a
+// test reusing the port) may come in between: so the lock is waited for up
+// to portLockWait before the port counts as served.
 func portLock(port string) (io.Closer, error) {
-	l, err := net.Listen("unix", "@arqonbus-tcp-port-"+port)
-	if err != nil {
-		return nil, fmt.Errorf("port %s is already served by another server: %w", port, err)
+	deadline := time.Now().Add(portLockWait)
+	for {
+		l, err := net.Listen("unix", "@arqonbus-tcp-port-"+port)
+		if err == nil {
+			return l, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("port %s is already served by another server: %w", port, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return l, nil
 }
+
+// portLockWait bounds the wait for a stopping server's port lock.
+const portLockWait = 3 * time.Second
 
 // Ready is closed once the server accepts connections.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
