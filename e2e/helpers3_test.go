@@ -322,6 +322,26 @@ func expectHTTPStatus(t *testing.T, s *server, status int, what string, opts ...
 // the flag/env precedence.
 func startServerArgs(t *testing.T, args []string, env ...string) *server {
 	t.Helper()
+	s := launchServer(t, nil, args, env)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return s
+		}
+		if !s.Alive() || time.Now().After(deadline) {
+			t.Fatalf("server with %v did not start: %s", args, s.Output())
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// launchServer starts the binary on fresh ports with args and env (and the
+// environment without its ARQONBUS_ settings), run through wrap when it is
+// not empty (wrap's last word is followed by the binary and its arguments),
+// and stops it when the test ends. It does not wait for it to listen.
+func launchServer(t *testing.T, wrap, args, env []string) *server {
+	t.Helper()
 	if buildErr != nil {
 		t.Fatalf("server binary not available: %v", buildErr)
 	}
@@ -329,9 +349,9 @@ func startServerArgs(t *testing.T, args []string, env ...string) *server {
 	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
 	s.URL = "ws://" + s.Addr + "/"
 	s.HTTPURL = "http://127.0.0.1:" + strconv.Itoa(s.HTTPPort)
-	all := append([]string{"--host", "127.0.0.1", "--port", strconv.Itoa(s.Port),
-		"--http-port", strconv.Itoa(s.HTTPPort), "--telemetry-port", strconv.Itoa(s.TelemetryPort)}, args...)
-	s.cmd = exec.Command(binPath, all...)
+	all := append(append(append([]string(nil), wrap...), binPath, "--host", "127.0.0.1", "--port", strconv.Itoa(s.Port),
+		"--http-port", strconv.Itoa(s.HTTPPort), "--telemetry-port", strconv.Itoa(s.TelemetryPort)), args...)
+	s.cmd = exec.Command(all[0], all[1:]...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "ARQONBUS_") {
 			s.cmd.Env = append(s.cmd.Env, kv)
@@ -347,20 +367,14 @@ func startServerArgs(t *testing.T, args []string, env ...string) *server {
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {
-			t.Logf("arqonbus %v output:\n%s", args, s.Output())
+			out := s.Output()
+			if len(out) > 20000 {
+				out = "...\n" + out[len(out)-20000:]
+			}
+			t.Logf("arqonbus %v output:\n%s", args, out)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return s
-		}
-		if !s.Alive() || time.Now().After(deadline) {
-			t.Fatalf("server with %v did not start: %s", args, s.Output())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	return s
 }
 
 // mintJWT signs claims as a compact JWT with alg HS256, HS512 or none.

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"sort"
 	"strconv"
@@ -343,39 +342,8 @@ func TestRefusedStreamGetsItsCloseCode(t *testing.T) {
 // by the shell it is exec'd from, so the process is the server itself).
 func startLimited(t *testing.T, nofile int, args []string, env ...string) *server {
 	t.Helper()
-	if buildErr != nil {
-		t.Fatalf("server binary not available: %v", buildErr)
-	}
-	s := &server{Port: freePort(t), HTTPPort: freePort(t), TelemetryPort: freePort(t), out: &syncBuffer{}, exited: make(chan struct{})}
-	s.Addr = "127.0.0.1:" + strconv.Itoa(s.Port)
-	s.URL = "ws://" + s.Addr + "/"
-	s.HTTPURL = "http://127.0.0.1:" + strconv.Itoa(s.HTTPPort)
-	all := append([]string{"-c", `ulimit -n "$1" && shift && exec "$@"`, "sh", strconv.Itoa(nofile), binPath,
-		"--host", "127.0.0.1", "--port", strconv.Itoa(s.Port),
-		"--http-port", strconv.Itoa(s.HTTPPort), "--telemetry-port", strconv.Itoa(s.TelemetryPort)}, args...)
-	s.cmd = exec.Command("sh", all...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ARQONBUS_") {
-			s.cmd.Env = append(s.cmd.Env, kv)
-		}
-	}
-	s.cmd.Env = append(s.cmd.Env, env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			out := s.Output()
-			if len(out) > 20000 {
-				out = "...\n" + out[len(out)-20000:]
-			}
-			t.Logf("arqonbus output:\n%s", out)
-		}
-	})
+	wrap := []string{"sh", "-c", `ulimit -n "$1" && shift && exec "$@"`, "sh", strconv.Itoa(nofile)}
+	s := launchServer(t, wrap, args, env)
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(s.Output(), "arqonbus listening") {
 		if !s.Alive() || time.Now().After(deadline) {
