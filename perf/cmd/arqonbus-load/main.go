@@ -25,11 +25,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -88,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case *summarize != "":
 		return printSummary(*summarize, stdout)
 	case *freePorts > 0:
-		return printFreePorts(*freePorts, stdout)
+		return load.PrintFreePorts(*freePorts, stdout)
 	}
 
 	ips, err := load.ParseSrcIPs(*srcIPs)
@@ -218,25 +216,6 @@ func printSummary(path string, w io.Writer) error {
 			fmt.Fprintln(w, "command rows: sent/s = requests/s sent, deliv/s = requests/s answered with success, latency = round trip, lost = no answer at all by the end of the drain")
 			break
 		}
-	}
-	return nil
-}
-
-// printFreePorts asks the kernel for n distinct free ports by holding n listeners at once.
-func printFreePorts(n int, w io.Writer) error {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		ls = append(ls, l)
-		fmt.Fprintln(w, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 	}
 	return nil
 }

@@ -14,12 +14,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
+	"github.com/arqonbus/arqonbus/perf/load"
 	"github.com/arqonbus/arqonbus/perf/soak"
 )
 
@@ -85,7 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		return 2, err
 	}
 	if *freePorts > 0 {
-		return printFreePorts(*freePorts, stdout)
+		if err := load.PrintFreePorts(*freePorts, stdout); err != nil {
+			return 2, err
+		}
+		return 0, nil
 	}
 	cfg.Tolerances.RSSBytes = *rssMiB << 20
 	cfg.URL = "ws://" + *addr + "/"
@@ -99,25 +101,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	}
 	if !rep.Verdict.Passed() {
 		return 1, nil
-	}
-	return 0, nil
-}
-
-// printFreePorts asks the kernel for n distinct free ports by holding n listeners at once.
-func printFreePorts(n int, w io.Writer) (int, error) {
-	ls := make([]net.Listener, 0, n)
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 2, err
-		}
-		ls = append(ls, l)
-		fmt.Fprintln(w, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 	}
 	return 0, nil
 }
