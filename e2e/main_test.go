@@ -149,10 +149,15 @@ func startServer(t testing.TB, env ...string) *server {
 }
 
 func tryStart(t testing.TB, env []string) (*server, error) {
+	return tryStartOn(t, freePort(t), freePort(t), freePort(t), env)
+}
+
+// tryStartOn is tryStart on the given ports.
+func tryStartOn(t testing.TB, port, httpPort, telemetryPort int, env []string) (*server, error) {
 	s := &server{
-		Port:          freePort(t),
-		HTTPPort:      freePort(t),
-		TelemetryPort: freePort(t),
+		Port:          port,
+		HTTPPort:      httpPort,
+		TelemetryPort: telemetryPort,
 		out:           &syncBuffer{},
 		exited:        make(chan struct{}),
 	}
