@@ -1,0 +1,2 @@
+export declare class ArqonBus {}
+export declare class ArqonBusError extends Error {}
