@@ -1,6 +1,8 @@
 # ArqonBus. `make run` starts the bus on its defaults; `make test` runs every test.
 GO      ?= go
 BIN     := bin
+# The commit and build time GET /version reports (scripts/ldflags.sh).
+LDFLAGS  = $(shell bash scripts/ldflags.sh)
 # Executions, not a duration: a -fuzztime duration can fail spuriously with "context deadline exceeded"
 # when it expires (Go 1.26 fuzz coordinator race, go.dev/issue/75804, fixed in Go 1.27).
 FUZZTIME ?= 100000x
@@ -9,7 +11,7 @@ FUZZTIME ?= 100000x
 
 build: ## build the server and the load generator into bin/
 	@echo "==> building bin/arqonbus and bin/arqonbus-load"
-	$(GO) build -o $(BIN)/arqonbus ./cmd/arqonbus
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/arqonbus ./cmd/arqonbus
 	$(GO) build -o $(BIN)/arqonbus-load ./perf/cmd/arqonbus-load
 
 run: ## start the bus on its defaults (ws://127.0.0.1:9100, dashboard on http://127.0.0.1:8080/)

@@ -72,6 +72,7 @@ func (b *Bus) Upgrade(c *engine.Conn, r *engine.Request) error {
 	s.screenName = q.Get("screen_name")
 	s.avatar = q.Get("avatar")
 	s.personality = q.Get("personality")
+	s.resumeToken = q.Get("resume_token")
 	c.Value = s
 	return nil
 }

@@ -31,6 +31,7 @@ type Config struct {
 	AutoJoin         []fanout.Key  // channels every new connection joins
 
 	JWTSecret      string   // when set, every upgrade needs an HS256 token
+	ResumeSecret   string   // keys resume tokens on every node; default: from JWTSecret, or the cluster's
 	AdminToken     string   // without JWT, admin_token=<this> grants admin
 	AllowedOrigins []string // when set, browser origins outside it are refused
 
@@ -84,6 +85,7 @@ type Bus struct {
 	deps     *commands.Deps
 	pending  *commands.Pending
 	blocking chan struct{} // slots for commands running off the loops
+	resume   *resumeKeys
 }
 
 // New makes a bus routing through hub.
@@ -120,10 +122,11 @@ func New(cfg Config, hub *fanout.Hub) *Bus {
 		started: time.Now(),
 	}
 	b.stats.init()
+	b.resume = newResumeKeys(cfg.ResumeSecret, cfg.JWTSecret)
 	b.store = cfg.Store
 	b.tel = cfg.Telemetry
 	b.builtins = commands.Builtins(historyReader{b})
-	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, AnswerBytes: cfg.AnswerBytes, Status: b.status, Replayer: replayer{b}, Events: events{b}, NodeID: cfg.NodeID}
+	b.deps = &commands.Deps{Hub: hub, MaxSubscriptions: cfg.MaxSubscriptions, AnswerBytes: cfg.AnswerBytes, Status: b.status, Replayer: replayer{b}, Position: channelPosition, Events: events{b}, NodeID: cfg.NodeID}
 	b.broker = solo{b}
 	if cfg.Clustered {
 		b.mesh = newMesh(b)

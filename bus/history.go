@@ -227,6 +227,9 @@ func newestWithin(entries []persist.Entry, budget int) int {
 	return from
 }
 
+// channelPosition is ch's newest position; the caller holds ch's lock.
+func channelPosition(ch *fanout.Channel) string { return stateOf(ch).clock.Last().String() }
+
 // SeedClock makes ch's next positions follow last (the newest position its
 // history already holds, after a restart). Call it before serving.
 func SeedClock(ch *fanout.Channel, last persist.Position) {

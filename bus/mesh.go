@@ -592,6 +592,9 @@ func (m *mesh) recover() {
 	defer m.recovering.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), recoverWait)
 	defer cancel()
+	if err := m.b.resume.share(ctx, m.node); err != nil {
+		m.b.log.Warn("cluster: no shared resume key yet; resume tokens made here work on this node only", "err", err)
+	}
 	m.mu.Lock()
 	unreleased := m.unreleased
 	m.unreleased = nil
@@ -640,7 +643,7 @@ func (m *mesh) bind(s *session, id string, done func(*codec.Error)) {
 		done(nil) // unique on this node; claimed in Redis when it is back
 		return
 	}
-	conn, replace := s.conn, m.b.cfg.ReplaceDuplicate
+	conn, replace := s.conn, m.b.mayReplace(s, id)
 	m.jobs.submit(id, true, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
 		defer cancel()

@@ -37,6 +37,7 @@ type session struct {
 	screenName  string
 	avatar      string
 	personality string
+	resumeToken string // from the upgrade: lets this connection take its id over from a live one
 
 	channels map[fanout.Key]*fanout.Channel
 
@@ -133,7 +134,7 @@ func (b *Bus) Open(c *engine.Conn) {
 // bindLocal registers id for s on this node, replacing a live holder when so
 // configured.
 func (b *Bus) bindLocal(s *session, id string) bool {
-	if b.cfg.ReplaceDuplicate {
+	if b.mayReplace(s, id) {
 		if old := b.hub.Replace(id, s.conn); old != nil {
 			old.Close(engine.ClosePolicyViolation, "replaced by a new connection with the same client id")
 		}

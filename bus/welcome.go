@@ -26,6 +26,8 @@ func (b *Bus) welcome(s *session) {
 	payload = codec.AppendString(payload, s.clientType)
 	payload = append(payload, `,"server_version":"`+Version+`","protocol_version":"`+codec.Version+`","node_id":`...)
 	payload = codec.AppendString(payload, b.cfg.NodeID)
+	payload = append(payload, `,"resume_token":`...)
+	payload = codec.AppendString(payload, b.resume.token(s.ID()))
 	payload = append(payload, '}')
 	buf := make([]byte, engine.HeaderRoom, 256+len(payload))
 	buf = codec.AppendEnvelope(buf, codec.Out{

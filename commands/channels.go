@@ -80,7 +80,19 @@ func joinChannelCommand() *Command {
 					return nil, e
 				}
 			}
-			ch, joined, err := d.Hub.Join(k, c.Conn(), filter, before)
+			// The position is read under the channel lock, with the replay: every event the member
+			// gets live comes after it, so a client that reconnects resumes from it without a gap.
+			var position string
+			atJoin := before
+			if d.Position != nil {
+				atJoin = func(ch *fanout.Channel) {
+					if before != nil {
+						before(ch)
+					}
+					position = d.Position(ch)
+				}
+			}
+			ch, joined, err := d.Hub.Join(k, c.Conn(), filter, atJoin)
 			if e := channelLimit(err); e != nil {
 				return nil, e
 			}
@@ -96,14 +108,16 @@ func joinChannelCommand() *Command {
 				d.Events.Joined(c, k, members)
 			}
 			return marshal(struct {
-				Room    string        `json:"room"`
-				Channel string        `json:"channel"`
-				Joined  bool          `json:"joined"`
-				Members int           `json:"members"`
-				Filter  any           `json:"filter,omitempty"`
-				Handles []string      `json:"handles,omitempty"`
-				Replay  *ReplayResult `json:"replay,omitempty"`
-			}{k.Room, k.Channel, joined, members, filterJSON(filter), p.Handles, replay})
+				Room    string   `json:"room"`
+				Channel string   `json:"channel"`
+				Joined  bool     `json:"joined"`
+				Members int      `json:"members"`
+				Filter  any      `json:"filter,omitempty"`
+				Handles []string `json:"handles,omitempty"`
+				// Position: the channel's newest position when the member joined ("0-0" for none).
+				Position string        `json:"position,omitempty"`
+				Replay   *ReplayResult `json:"replay,omitempty"`
+			}{k.Room, k.Channel, joined, members, filterJSON(filter), p.Handles, position, replay})
 		},
 	}
 }

@@ -43,6 +43,9 @@ type Deps struct {
 	Events Events
 	// Replayer serves join_channel's since; may be nil (no history).
 	Replayer Replayer
+	// Position is the channel's newest history position ("0-0" for none), read under its lock at a
+	// join: what a member that has seen nothing yet resumes from. May be nil (no positions).
+	Position func(ch *fanout.Channel) string
 	// Remote reaches the other nodes of a cluster; nil on a standalone bus.
 	Remote Remote
 	// NodeID names this node in cluster-wide answers.

@@ -49,6 +49,10 @@ func TestMain(m *testing.M) {
 	}
 	binPath = filepath.Join(tmp, "arqonbus")
 	args := []string{"build", "-o", binPath}
+	// Stamped as the Makefile stamps bin/arqonbus, so that TestVersionIsStamped checks what users get.
+	if flags, err := exec.Command("bash", filepath.Join(repoRoot, "scripts", "ldflags.sh")).Output(); err == nil {
+		args = append(args, "-ldflags", strings.TrimSpace(string(flags)))
+	}
 	// ARQONBUS_E2E_RACE=1 builds the server with the race detector, so the
 	// end-to-end traffic also hunts data races in the server.
 	if os.Getenv("ARQONBUS_E2E_RACE") == "1" {

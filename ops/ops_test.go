@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"runtime"
 	"strings"
@@ -685,4 +686,30 @@ func BenchmarkRoutingLatencyObserve(b *testing.B) {
 			o.Observe(0.00042)
 		}
 	})
+}
+
+// TestSDKServed: the JavaScript SDK and its types are served from /sdk/, byte for byte what sdk/js
+// holds, importable as a module from a page on any origin.
+func TestSDKServed(t *testing.T) {
+	s, _ := newTest(t, normalSnapshot())
+	h := s.Handler()
+	for path, ctype := range map[string]string{"/sdk/arqonbus.js": "text/javascript", "/sdk/arqonbus.d.ts": "application/typescript"} {
+		rec := do(t, h, "GET", path)
+		if rec.Code != 200 || !strings.HasPrefix(rec.Header().Get("Content-Type"), ctype) {
+			t.Fatalf("%s: %d %q", path, rec.Code, rec.Header().Get("Content-Type"))
+		}
+		if rec.Header().Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("%s: no Access-Control-Allow-Origin: *", path)
+		}
+		want, err := os.ReadFile("../sdk/js/" + strings.TrimPrefix(path, "/sdk/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Body.String() != string(want) {
+			t.Errorf("%s differs from sdk/js", path)
+		}
+	}
+	if rec := do(t, h, "GET", "/sdk/package.json"); rec.Code != 404 {
+		t.Errorf("/sdk/package.json: %d, want 404 (only the module and its types are served)", rec.Code)
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/arqonbus/arqonbus/sdk"
 )
 
 // The dashboard: plain HTML, CSS and JavaScript plus a vendored uPlot (MIT, static/vendor/uPlot.LICENSE).
@@ -32,41 +34,50 @@ var (
 	staticFiles map[string]*staticFile
 )
 
-// loadStatic reads the embedded files once, with their content types and content-hash ETags.
+// loadStatic reads the embedded files once, with their content types and content-hash ETags: the
+// dashboard under / and the JavaScript SDK under /sdk/.
 func loadStatic() map[string]*staticFile {
 	staticOnce.Do(func() {
 		staticFiles = make(map[string]*staticFile)
-		_ = fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := staticFS.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(b)
-			ct := mime.TypeByExtension(path.Ext(p))
-			switch path.Ext(p) {
-			case ".js":
-				ct = "text/javascript; charset=utf-8"
-			case ".LICENSE":
-				ct = "text/plain; charset=utf-8"
-			}
-			if ct == "" {
-				ct = http.DetectContentType(b)
-			}
-			cache := "no-cache" // revalidate: cheap with the ETag
-			if strings.HasPrefix(p, "static/vendor/") {
-				cache = "public, max-age=86400"
-			}
-			staticFiles[strings.TrimPrefix(p, "static")] = &staticFile{
-				body: b, ctype: ct, cache: cache,
-				etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`,
-			}
-			return nil
-		})
+		addFiles(staticFiles, staticFS, "static", "")
+		addFiles(staticFiles, sdk.JS, "js", "/sdk")
 	})
 	return staticFiles
+}
+
+// addFiles adds every file under root of fsys to files, at urlPrefix plus its path below root.
+func addFiles(files map[string]*staticFile, fsys fs.ReadFileFS, root, urlPrefix string) {
+	_ = fs.WalkDir(fsys, root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fsys.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		ct := mime.TypeByExtension(path.Ext(p))
+		switch {
+		case strings.HasSuffix(p, ".d.ts"):
+			ct = "application/typescript; charset=utf-8"
+		case path.Ext(p) == ".js":
+			ct = "text/javascript; charset=utf-8"
+		case path.Ext(p) == ".LICENSE":
+			ct = "text/plain; charset=utf-8"
+		}
+		if ct == "" {
+			ct = http.DetectContentType(b)
+		}
+		cache := "no-cache" // revalidate: cheap with the ETag
+		if strings.HasPrefix(p, "static/vendor/") {
+			cache = "public, max-age=86400"
+		}
+		files[urlPrefix+strings.TrimPrefix(p, root)] = &staticFile{
+			body: b, ctype: ct, cache: cache,
+			etag: `"` + base64.RawURLEncoding.EncodeToString(sum[:12]) + `"`,
+		}
+		return nil
+	})
 }
 
 func staticHandler() http.Handler {
@@ -86,6 +97,10 @@ func staticHandler() http.Handler {
 		h.Set("ETag", f.etag)
 		h.Set("Cache-Control", f.cache)
 		h.Set("X-Content-Type-Options", "nosniff")
+		if strings.HasPrefix(p, "/sdk/") {
+			// Pages on any origin may import the SDK as a module, which browsers fetch with CORS.
+			h.Set("Access-Control-Allow-Origin", "*")
+		}
 		if p == "/index.html" {
 			h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "+
 				"img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "+

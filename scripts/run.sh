@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 log() { printf 'run: %s\n' "$*" >&2; }
 
 log "building bin/arqonbus"
-go build -o bin/arqonbus ./cmd/arqonbus
+go build -ldflags "$(bash scripts/ldflags.sh)" -o bin/arqonbus ./cmd/arqonbus
 
 if [ "${ARQONBUS_STORAGE:-memory}" = redis ]; then
 	url="${ARQONBUS_REDIS_URL:-redis://127.0.0.1:6379}"

@@ -67,6 +67,7 @@ type config struct {
 	ClusterHeartbeat  time.Duration
 	ClusterNodeTTL    time.Duration
 	JWTSecret         string
+	ResumeSecret      string
 	AdminToken        string
 	AllowedOrigins    string
 	RateLimit         float64
@@ -125,6 +126,7 @@ func (c *config) options() []option {
 		{"drain-grace", "0s", "on SIGTERM, how long /ready says 503 while the node keeps serving, before it closes its clients (give a load balancer time to notice)", nonNegativeDuration(&c.DrainGrace)},
 		{"persist-buffer", "100000", "writes kept in memory while Redis is unreachable (oldest dropped beyond)", intRange(&c.PersistBuffer, 1, 1<<26)},
 		{"jwt-secret", "", "HS256 secret: when set, every connection needs a valid JWT (token= or Authorization: Bearer)", str(&c.JWTSecret)},
+		{"resume-secret", "", "keys the resume tokens that let a reconnecting client take over its own id (default: derived from jwt-secret, or one random key shared through Redis in a cluster, else random per process)", str(&c.ResumeSecret)},
 		{"admin-token", "", "without JWT, connecting with admin_token=<this> grants admin", str(&c.AdminToken)},
 		{"allowed-origins", "", "comma-separated browser origins allowed to connect (empty: any)", str(&c.AllowedOrigins)},
 		{"rate-limit", "2000", "messages per second per client (0: unlimited)", float(&c.RateLimit)},

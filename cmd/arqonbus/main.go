@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,13 +32,18 @@ import (
 
 const defaultBootstrap = bus.DefaultBootstrap
 
-// Build information, set with -ldflags "-X main.commit=... -X main.buildDate=...".
+// Build information, set with -ldflags "-X main.commit=... -X main.buildDate=..." (scripts/ldflags.sh,
+// as `make build` and `make run` do). A plain `go build` in a checkout falls back on the commit Go
+// records itself (vcsStamp).
 var (
-	commit    = "dev"
+	commit    = ""
 	buildDate = ""
 )
 
 func main() {
+	if commit == "" {
+		commit, buildDate = vcsStamp()
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, errHelp) {
 		os.Exit(0)
@@ -125,6 +131,7 @@ func run(cfg *config) error {
 		ReplaceDuplicate:   cfg.ReplaceDuplicate,
 		AutoJoin:           autoJoin,
 		JWTSecret:          cfg.JWTSecret,
+		ResumeSecret:       cfg.ResumeSecret,
 		AdminToken:         cfg.AdminToken,
 		AllowedOrigins:     splitList(cfg.AllowedOrigins),
 		RateLimit:          cfg.RateLimit,
@@ -512,4 +519,28 @@ func (n *node) telemetrySnapshot() map[string]any {
 		"channels_total":               c.Channels,
 		"storage":                      map[string]any{"mode": h.Mode, "status": h.Status, "backlog": h.Backlog},
 	}
+}
+
+// vcsStamp is the commit (and its time) that `go build` recorded from the checkout, or "dev".
+func vcsStamp() (rev, when string) {
+	rev = "dev"
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return rev, ""
+	}
+	dirty := false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if dirty && rev != "dev" {
+		rev += "-dirty"
+	}
+	return rev, when
 }
