@@ -1,5 +1,6 @@
-// Package deploy holds deployment files (deploy/haproxy); its tests keep
-// them valid as the server and the tools move on.
+// Package deploy holds deployment files (haproxy, systemd, sysctl,
+// prometheus, grafana); its tests keep them valid as the server and the
+// tools move on.
 package deploy
 
 import (

@@ -4,6 +4,9 @@
 #   - Debian redis-server  (storage and cluster tests)            via scripts/ensure-redis.sh
 #   - Debian redis-tools   (redis-cli: creates the test Redis Cluster in internal/redistest)
 #   - Debian haproxy       (deploy/ config check, e2e load-balancer tests)
+#   - Debian prometheus, systemd, strace (deploy/: promtool checks the rules
+#     and dashboard queries, systemd-analyze verifies the unit, strace traces
+#     the server against the unit's sandbox)
 #   - Debian chromium      (e2e TestScenario1Browser, headless)   at /usr/bin/chromium
 #   - Node packages ws and playwright-core, pinned by
 #     e2e/node/package-lock.json, into e2e/node/node_modules      via npm ci
@@ -63,6 +66,19 @@ if ! command -v haproxy >/dev/null 2>&1; then
 else
 	log "haproxy already installed ($(command -v haproxy)); nothing to do"
 fi
+
+# deploy/ checks: promtool (Debian ships it only in the prometheus package;
+# where systemd runs, that package also starts a Prometheus on :9090, which
+# the tests never use), systemd-analyze (verify and security work without
+# systemd running) and strace.
+for tool in promtool:prometheus systemd-analyze:systemd strace:strace; do
+	if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+		apt_install "${tool%%:*} for the deploy/ checks" "${tool#*:}"
+		command -v "${tool%%:*}" >/dev/null 2>&1 || { log "${tool%%:*} still missing after install"; exit 1; }
+	else
+		log "${tool%%:*} already installed ($(command -v "${tool%%:*}")); nothing to do"
+	fi
+done
 
 if [ ! -x /usr/bin/chromium ]; then
 	apt_install "headless browser for the e2e browser test (Scenario 1 JavaScript)" chromium
