@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bytedance/sonic"
+
 	"github.com/arqonbus/arqonbus/codec"
 	"github.com/arqonbus/arqonbus/commands"
 	"github.com/arqonbus/arqonbus/engine"
@@ -183,10 +185,16 @@ type replayer struct{ b *Bus }
 // Replay runs on c's loop (join_channel is not Blocking): its frames are
 // written at once, ahead of any live event, as frames c asked for (the
 // engine does not count them as a slow consumer's backlog while c reads).
-func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *commands.ReplayResult, *codec.Error) {
+// It sends what live delivery would have: events that filter matches, and
+// none that c's client sent itself (a sender never gets its own event).
+func (r replayer) Replay(since string, c *engine.Conn, filter fanout.Filter) (func(*fanout.Channel), *commands.ReplayResult, *codec.Error) {
 	q, cerr := toQuery(persist.MaxLimit, since, "")
 	if cerr != nil {
 		return nil, nil, cerr
+	}
+	self := ""
+	if s, ok := c.Value.(*session); ok {
+		self = s.ID()
 	}
 	res := &commands.ReplayResult{}
 	return func(ch *fanout.Channel) {
@@ -194,6 +202,10 @@ func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *
 		// and the join, so the replay and live delivery meet without a gap
 		// or a duplicate.
 		entries, complete := r.b.store.Recent(stateOf(ch).name, q)
+		if n := len(entries); n > 0 {
+			res.Last = entries[n-1].Position.String()
+		}
+		entries = missed(entries, self, filter)
 		// The newest entries that fit the answer budget go; the older rest is left to history
 		// (omitted_until), so that the seam with live delivery stays exact.
 		from := newestWithin(entries, r.b.cfg.AnswerBytes)
@@ -206,10 +218,30 @@ func (r replayer) Replay(since string, c *engine.Conn) (func(*fanout.Channel), *
 		}
 		res.Replayed = len(entries) - from
 		res.Complete = complete
-		if n := len(entries); n > 0 {
-			res.Last = entries[n-1].Position.String()
-		}
 	}, res, nil
+}
+
+// missed keeps the entries a member with filter, whose client id is self, would have received live.
+// entries is the store's copy, which is not modified.
+func missed(entries []persist.Entry, self string, filter fanout.Filter) []persist.Entry {
+	var kept []persist.Entry
+	for i, e := range entries {
+		var head struct {
+			From string `json:"from"`
+		}
+		_ = sonic.ConfigDefault.Unmarshal(e.Data, &head)
+		keep := head.From != self && (len(filter) == 0 || filter.Match(newRoutedAttrs(e.Data)))
+		switch {
+		case keep && kept != nil:
+			kept = append(kept, e)
+		case !keep && kept == nil:
+			kept = append(make([]persist.Entry, 0, len(entries)-1), entries[:i]...)
+		}
+	}
+	if kept == nil {
+		return entries
+	}
+	return kept
 }
 
 // newestWithin is the index of the oldest of entries' newest run that fits in budget bytes of frames

@@ -76,7 +76,7 @@ func joinChannelCommand() *Command {
 				if d.Replayer == nil {
 					return nil, codec.Unavailable("no history on this node to replay from")
 				}
-				if before, replay, e = d.Replayer.Replay(p.Since, c.Conn()); e != nil {
+				if before, replay, e = d.Replayer.Replay(p.Since, c.Conn(), filter); e != nil {
 					return nil, e
 				}
 			}

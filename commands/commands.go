@@ -67,8 +67,9 @@ type Remote interface {
 type Replayer interface {
 	// Replay checks since and returns the function to run under the
 	// channel's lock, just before c becomes a member, and the result it
-	// fills in.
-	Replay(since string, c *engine.Conn) (before func(*fanout.Channel), res *ReplayResult, err *codec.Error)
+	// fills in. It replays what c would have received live: the events
+	// filter matches, but not c's own.
+	Replay(since string, c *engine.Conn, filter fanout.Filter) (before func(*fanout.Channel), res *ReplayResult, err *codec.Error)
 }
 
 // ReplayResult says what a join's replay sent.

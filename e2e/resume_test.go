@@ -229,3 +229,61 @@ func TestVersionIsStamped(t *testing.T) {
 		t.Errorf("/version commit %q, want %q (git HEAD)", v.Commit, want)
 	}
 }
+
+// TestReplayIsWhatLiveWouldHaveSent: a since replay applies the member's filter and leaves out the
+// member's own events, as live delivery does, so a resumed subscriber sees each event once and only
+// those it subscribed to.
+func TestReplayIsWhatLiveWouldHaveSent(t *testing.T) {
+	s := startServer(t)
+	ctx := testCtx(t, 20*time.Second)
+	room, ch := "replayf", uniqueName("ch")
+	id := uniqueName("me")
+	pub := dial(t, s, client.WithClientID(uniqueName("pub")))
+	me := dial(t, s, client.WithClientID(id))
+	filter := map[string]any{"filter": map[string]any{"kind": "x"}}
+	at := cmdOK(t, me, room, ch, "join_channel", filter).str("position")
+	cmdOK(t, pub, room, ch, "join_channel", nil)
+	// Published while "me" is a member, and while it is away, in the order 0..5: "me" must get
+	// exactly pub's x events.
+	send := func(c *client.Conn, n int, kind string) {
+		t.Helper()
+		if err := c.Send(seqEvent(room, ch, "p", n, map[string]any{"kind": kind})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(pub, 0, "x")
+	send(me, 1, "x")  // its own
+	send(pub, 2, "y") // filtered out
+	cmdOK(t, pub, room, ch, "ping", nil)
+	cmdOK(t, me, room, ch, "ping", nil)
+	me.Close()
+	send(pub, 3, "x")
+	send(pub, 4, "y")
+	cmdOK(t, pub, room, ch, "ping", nil)
+	back := dial(t, s, client.WithClientID(id))
+	params := map[string]any{"since": at, "filter": map[string]any{"kind": "x"}}
+	rid, err := sendCommand(back, room, ch, "join_channel", params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for {
+		env, err := back.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.Type == "event" {
+			got = append(got, seqOf(env))
+			continue
+		}
+		if env.RequestID() == rid {
+			if !strings.Contains(string(env.Payload), `"replayed":2`) {
+				t.Errorf("join answer: %s", env.Payload)
+			}
+			break
+		}
+	}
+	if len(got) != 2 || got[0] != 0 || got[1] != 3 {
+		t.Errorf("replayed %v, want [0 3] (pub's x events: not its own, not y)", got)
+	}
+}
