@@ -59,7 +59,7 @@ export async function run({ ArqonBus, url, WebSocket, emit, before = 200, after 
           () => ({ code: 'resolved' }),
           (e) => ({ code: e.code, message: e.message, msAfterDrop: dropAt ? Date.now() - dropAt : -1 }));
         await sleep(50); // the command reaches the handler before the kill
-        emit({ event: 'ready', acked: acked.length });
+        emit({ event: 'ready', count: acked.length });
       }
       if (phase === 'ready' && reconnected('pub') && reconnected('sub') && pub.state === 'open' && sub.state === 'open') phase = 'after';
       if (phase === 'after' && afterAcks >= after) break;
