@@ -30,8 +30,8 @@ type sdkJSCheck struct {
 
 // sdkJSLine is one line the shared tests print.
 type sdkJSLine struct {
-	Event  string     `json:"event"`
-	Error  string     `json:"error"`
+	Event  string       `json:"event"`
+	Error  string       `json:"error"`
 	Checks []sdkJSCheck `json:"checks"`
 	// resume.mjs
 	Acked    []int `json:"acked"`
