@@ -143,16 +143,23 @@ func TestSDKJSNodeHalfOpen(t *testing.T) {
 // on the same port: the subscriber must see every acked event, once, in order.
 func TestSDKJSNodeResume(t *testing.T) {
 	requireNode(t, false)
-	sdkJSResume(t, false, map[string]int{"before": 200, "after": 300})
+	sdkJSResume(t, false, false, map[string]int{"before": 200, "after": 300})
+}
+
+// TestSDKJSNodeShutdownResume is the same with a graceful stop (SIGTERM): the server's shutdown
+// notice sends the clients reconnecting.
+func TestSDKJSNodeShutdownResume(t *testing.T) {
+	requireNode(t, false)
+	sdkJSResume(t, false, true, map[string]int{"before": 100, "after": 200})
 }
 
 // TestSDKJSBrowserResume is the resume test in headless Chromium, shorter.
 func TestSDKJSBrowserResume(t *testing.T) {
 	requireNode(t, true)
-	sdkJSResume(t, true, map[string]int{"before": 100, "after": 150})
+	sdkJSResume(t, true, false, map[string]int{"before": 100, "after": 150})
 }
 
-func sdkJSResume(t *testing.T, browser bool, opts map[string]int) {
+func sdkJSResume(t *testing.T, browser, graceful bool, opts map[string]int) {
 	r := redistest.Run(t)
 	env := redisEnv(r, "ARQONBUS_PERSIST=sync", "ARQONBUS_COMMAND_TIMEOUT=30s")
 	s := startServer(t, env...)
@@ -168,10 +175,14 @@ func sdkJSResume(t *testing.T, browser bool, opts map[string]int) {
 	if l.Event != "ready" {
 		t.Fatalf("runner did not get ready: event %q, error %q, phase %q, %d acked", l.Event, l.Error, l.Phase, len(l.Acked))
 	}
-	s.kill()
 	killed := time.Now()
+	if graceful {
+		s.stop()
+	} else {
+		s.kill()
+	}
 	s2 := restartServer(t, s, env...)
-	t.Logf("server killed and restarted in %v", time.Since(killed).Round(time.Millisecond))
+	t.Logf("server stopped (graceful %v) and restarted in %v", graceful, time.Since(killed).Round(time.Millisecond))
 	l = run.next("done")
 	sdkJSCheckResume(t, l, opts["before"]+opts["after"])
 	_ = s2

@@ -367,13 +367,14 @@ export class ArqonBus extends Emitter {
         this._onCommand(env);
         break;
       case 'system':
-        if (env.channel === 'welcome' && p.event === 'welcome') this._onWelcome(p);
-        else if (p.event === 'shutdown') {
-          this._emit('system', env);
-          // Go at once rather than wait for the close: the server is leaving.
-          this._lost(this._ws, 1001, 'server shutting down');
+        if (env.channel === 'welcome' && p.event === 'welcome') {
+          this._onWelcome(p);
           break;
-        } else this._emit('system', env);
+        }
+        this._emit('system', env);
+        // Go at once rather than wait for the close: the server is leaving, and what is in flight
+        // will not be answered.
+        if (p.event === 'shutdown') this._lost(this._ws, 1001, 'server shutting down');
         break;
       default:
         break;
