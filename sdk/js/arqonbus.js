@@ -67,7 +67,6 @@ export class Subscription extends Emitter {
     this.position = since || null; // last position delivered (or the join's), the `since` of a rejoin
     this.result = null; // the last join_channel result
     this.handlers = new Map(); // command name -> async (params, envelope) => result
-    this.explicit = false; // joined by join(), not only to serve handle()
     this._conn = -1; // connection number this channel was (being) joined on
     this._joinedConn = -1; // connection number it was last joined on successfully
     this._joining = null;
@@ -192,7 +191,6 @@ export class ArqonBus extends Emitter {
       sub.filter = { ...opts.filter };
       sub._conn = -1; // join again to change the filter
     }
-    sub.explicit = true;
     try {
       await this._ready();
       await this._join(sub);
