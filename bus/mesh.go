@@ -605,13 +605,25 @@ func (m *mesh) recover() {
 		}
 	}
 	type client struct {
-		id   string
-		conn *engine.Conn
+		id      string
+		conn    *engine.Conn
+		replace bool
 	}
 	var clients []client
-	m.b.hub.ForEachClient(func(id string, c *engine.Conn) { clients = append(clients, client{id, c}) })
+	m.b.hub.ForEachClient(func(id string, c *engine.Conn) {
+		// A client that resumed with its token keeps its id against the claim of a node that died
+		// meanwhile and has not yet timed out (a restarted node sees its own old instance so).
+		replace := false
+		if s, ok := c.Value.(*session); ok {
+			replace = m.b.mayReplace(s, id)
+		}
+		clients = append(clients, client{id, c, replace})
+	})
 	for _, c := range clients {
-		ok, holder, err := m.node.ClaimID(ctx, c.id, false)
+		ok, holder, err := m.node.ClaimID(ctx, c.id, c.replace)
+		if err == nil && ok && holder != "" {
+			m.send(holder, c.id, &peerMsg{kind: peerKick, client: c.id})
+		}
 		if err == nil && !ok {
 			m.b.log.Warn("cluster: a client id was taken on another node while Redis was unreachable; closing this node's connection",
 				"client_id", c.id, "holder", holder)
