@@ -121,6 +121,10 @@ type Config struct {
 	CommandTimeout time.Duration
 	// EventBuffer is each Subscription's buffer (default 1024). See Subscription.
 	EventBuffer int
+	// OverflowWait is how long the reader waits for room in a full
+	// Subscription buffer before it drops events into a Gap (default 1 s;
+	// negative: never wait). The whole connection waits meanwhile.
+	OverflowWait time.Duration
 	// PrivateBuffer is the buffer of Private() (default 1024); private
 	// messages that find it full are dropped and counted (Stats).
 	PrivateBuffer int
@@ -166,6 +170,9 @@ func (c *Config) defaults() {
 	}
 	if c.EventBuffer <= 0 {
 		c.EventBuffer = 1024
+	}
+	if c.OverflowWait == 0 {
+		c.OverflowWait = time.Second
 	}
 	if c.PrivateBuffer <= 0 {
 		c.PrivateBuffer = 1024

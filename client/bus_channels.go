@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // position is a history position "<ms>-<seq>", compared numerically.
@@ -27,10 +29,26 @@ func parsePosition(s string) (position, bool) {
 
 func (p position) less(q position) bool { return p.ms < q.ms || (p.ms == q.ms && p.seq < q.seq) }
 
-// positionOf is metadata.position of a routed envelope.
+var (
+	posKey      = []byte(`"position":"`)
+	receivedKey = []byte(`","received_at":`)
+)
+
+// positionOf is metadata.position of a routed envelope. The server ends a
+// routed envelope's metadata with "position":"<pos>","received_at":..., so
+// the last such pair is found without decoding the whole metadata (half the
+// Bus's cost per event otherwise); anything else is decoded.
 func positionOf(env Envelope) string {
 	if len(env.Metadata) == 0 {
 		return ""
+	}
+	if i := bytes.LastIndex(env.Metadata, posKey); i >= 0 {
+		rest := env.Metadata[i+len(posKey):]
+		if j := bytes.IndexByte(rest, '"'); j > 0 && bytes.HasPrefix(rest[j:], receivedKey) {
+			if _, ok := parsePosition(string(rest[:j])); ok {
+				return string(rest[:j])
+			}
+		}
 	}
 	var m struct {
 		Position string `json:"position"`
@@ -75,13 +93,15 @@ type Event struct {
 // Its events come out of one channel, Events(), rather than a callback:
 // the application reads at its own pace with select, range and contexts,
 // and the Bus's reader never runs application code. The channel is bounded
-// (Config.EventBuffer) and the reader never waits on it: an event that
-// finds it full is dropped, and once there is room again the stream
-// carries a Gap (Reason GapOverflow) naming the dropped positions, so a
-// slow consumer learns exactly what it missed (and can read it with
-// History) while the connection, its other channels and its commands keep
-// going. An application that keeps up sees every event once, in order,
-// across reconnects.
+// (Config.EventBuffer) and the reader waits on a full one only briefly
+// (Config.OverflowWait, default 1 s: a GC pause or a busy moment is
+// absorbed, and meanwhile TCP pushes back on the server). Past that, the
+// event is dropped, and once there is room again the stream carries a Gap
+// (Reason GapOverflow) naming the dropped positions, so a stuck consumer
+// learns exactly what it missed (and can read it with History) while the
+// connection, its other channels and its commands keep going. An
+// application that keeps up sees every event once, in order, across
+// reconnects.
 type Subscription struct {
 	bus           *Bus
 	room, channel string
@@ -97,6 +117,7 @@ type Subscription struct {
 	gapVer    int
 	flushing  bool
 	flushDone chan struct{}
+	sending   sync.WaitGroup // a deliver waiting for room, without the lock
 }
 
 // Name is "room:channel".
@@ -116,25 +137,51 @@ func (s *Subscription) Err() error {
 	return s.err
 }
 
-// deliver puts ev in the stream without ever waiting (see Subscription).
-func (s *Subscription) deliver(ev Event) {
+// deliver puts ev in the stream (see Subscription). It runs on the reader
+// goroutine only. When the buffer is full it waits up to wait for room,
+// then drops ev into a pending Gap, which later events join without waiting.
+func (s *Subscription) deliver(ev Event, wait time.Duration) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return
 	}
 	if s.gap != nil {
 		s.extendGap(ev)
+		s.mu.Unlock()
 		return
 	}
 	select {
 	case s.ch <- ev:
-		if ev.Gap == nil {
-			s.last = ev.Position
-		} else if ev.Gap.Until != "" {
-			s.last = ev.Gap.Until
-		}
+		s.sent(ev)
+		s.mu.Unlock()
+		return
 	default:
+	}
+	sent := false
+	if wait > 0 {
+		// Wait without the lock, so that the application's Leave or Close
+		// can wake us (close waits for us before closing the channel).
+		s.sending.Add(1)
+		s.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case s.ch <- ev:
+			sent = true
+		case <-t.C:
+		case <-s.done:
+		}
+		t.Stop()
+		s.mu.Lock()
+		s.sending.Done()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+	}
+	if sent {
+		s.sent(ev)
+	} else {
 		s.gap = &Gap{Reason: GapOverflow, Since: s.last}
 		s.extendGap(ev)
 		if !s.flushing {
@@ -142,6 +189,16 @@ func (s *Subscription) deliver(ev Event) {
 			s.flushDone = make(chan struct{})
 			go s.flush()
 		}
+	}
+	s.mu.Unlock()
+}
+
+// sent records that ev went into the channel.
+func (s *Subscription) sent(ev Event) {
+	if ev.Gap == nil {
+		s.last = ev.Position
+	} else if ev.Gap.Until != "" {
+		s.last = ev.Gap.Until
 	}
 }
 
@@ -198,6 +255,7 @@ func (s *Subscription) close(err error) {
 	fd := s.flushDone
 	flushing := s.flushing
 	s.mu.Unlock()
+	s.sending.Wait()
 	if flushing {
 		<-fd
 	}
@@ -445,10 +503,10 @@ func (b *Bus) joined(cs *channelState, since string, ans Envelope, err error) {
 		return
 	}
 	if gap != nil {
-		sub.deliver(Event{Gap: gap})
+		sub.deliver(Event{Gap: gap}, b.cfg.OverflowWait)
 	}
 	for _, env := range held {
-		sub.deliver(Event{Envelope: env, Position: positionOf(env)})
+		sub.deliver(Event{Envelope: env, Position: positionOf(env)}, b.cfg.OverflowWait)
 	}
 }
 
@@ -483,7 +541,7 @@ func (b *Bus) onEvent(env Envelope) {
 	}
 	sub := cs.sub
 	b.mu.Unlock()
-	sub.deliver(Event{Envelope: env, Position: posStr})
+	sub.deliver(Event{Envelope: env, Position: posStr}, b.cfg.OverflowWait)
 }
 
 // onCommand runs the handler of a command sent to this Bus, on a goroutine

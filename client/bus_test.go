@@ -95,7 +95,7 @@ func TestSubscriptionOverflowGap(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := 1; i <= 6; i++ {
-			s.deliver(ev("1-" + string(rune('0'+i))))
+			s.deliver(ev("1-"+string(rune('0'+i))), 0)
 		}
 	}()
 	select {
@@ -128,7 +128,7 @@ func TestSubscriptionOverflowGap(t *testing.T) {
 		defer s.mu.Unlock()
 		return !s.flushing
 	})
-	s.deliver(ev("1-7"))
+	s.deliver(ev("1-7"), 0)
 	if e := got(); e.Position != "1-7" || e.Gap != nil {
 		t.Fatalf("after the gap: %+v", e)
 	}
@@ -141,8 +141,8 @@ func TestSubscriptionOverflowGap(t *testing.T) {
 // Closing a subscription whose gap waits for room ends its flusher.
 func TestSubscriptionCloseWhileFlushing(t *testing.T) {
 	s := &Subscription{ch: make(chan Event, 1), done: make(chan struct{})}
-	s.deliver(ev("1-1"))
-	s.deliver(ev("1-2"))
+	s.deliver(ev("1-1"), 0)
+	s.deliver(ev("1-2"), 0)
 	closed := make(chan struct{})
 	go func() { s.close(ErrBusClosed); close(closed) }()
 	select {
@@ -153,7 +153,7 @@ func TestSubscriptionCloseWhileFlushing(t *testing.T) {
 	if s.Err() != ErrBusClosed {
 		t.Errorf("Err = %v", s.Err())
 	}
-	s.deliver(ev("1-3")) // after close: ignored, no panic
+	s.deliver(ev("1-3"), time.Second) // after close: ignored, no panic
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -164,5 +164,50 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 5s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A full buffer makes deliver wait up to its bound: an event that finds
+// room within it is delivered, not dropped; Close wakes a waiting deliver.
+func TestSubscriptionOverflowWait(t *testing.T) {
+	s := &Subscription{ch: make(chan Event, 1), done: make(chan struct{})}
+	s.deliver(ev("1-1"), time.Second)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		<-s.ch
+	}()
+	start := time.Now()
+	s.deliver(ev("1-2"), 5*time.Second)
+	if d := time.Since(start); d < 50*time.Millisecond || d > 4*time.Second {
+		t.Errorf("deliver returned after %v", d)
+	}
+	if e := <-s.ch; e.Position != "1-2" || e.Gap != nil {
+		t.Fatalf("got %+v, want 1-2", e)
+	}
+	s.deliver(ev("1-3"), time.Second)
+	waiting := make(chan struct{})
+	go func() { s.deliver(ev("1-4"), time.Minute); close(waiting) }()
+	time.Sleep(50 * time.Millisecond)
+	s.close(nil)
+	select {
+	case <-waiting:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake a waiting deliver")
+	}
+}
+
+func TestPositionOf(t *testing.T) {
+	cases := map[string]string{
+		`{"position":"17-3","received_at":"2025-01-01T00:00:00.000Z"}`:                             "17-3",
+		`{"k":{"position":"1-1"},"position":"17-3","received_at":"2025-01-01T00:00:00.000Z"}`:      "17-3",
+		`{"received_at":"2025-01-01T00:00:00.000Z","position":"9-9"}`:                              "9-9",
+		`{"position":"9-9", "received_at":"x"}`:                                                    "9-9",
+		`{"a":1}`:                                                                                  "",
+		`{"position":"not-a-position","received_at":"2025-01-01T00:00:00.000Z","position2":"1-1"}`: "not-a-position",
+	}
+	for meta, want := range cases {
+		if got := positionOf(Envelope{Metadata: []byte(meta)}); got != want {
+			t.Errorf("positionOf(%s) = %q, want %q", meta, got, want)
+		}
 	}
 }
