@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -357,17 +356,11 @@ func TestSDKGoShutdownReconnect(t *testing.T) {
 	// A call made while reconnecting waits for the connection.
 	waiting := make(chan error, 1)
 	go func() {
-		res, err := r.Command(ctx, "status", nil, opts)
-		if err == nil && !strings.Contains(string(res), "15") {
-			err = fmt.Errorf("result %s", res)
-		}
+		_, err := r.Command(ctx, "ping", nil, client.CommandOptions{})
 		waiting <- err
 	}()
 	time.Sleep(300 * time.Millisecond)
-	s2 := restartServer(t, s)
-	_ = s2
-	rStates.waitState(t, client.StateOpen, 10*time.Second)
-	hStates.waitState(t, client.StateOpen, 10*time.Second)
+	restartServer(t, s)
 	select {
 	case err := <-waiting:
 		if err != nil {
@@ -375,6 +368,14 @@ func TestSDKGoShutdownReconnect(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("command made while reconnecting never returned")
+	}
+	rStates.waitState(t, client.StateOpen, 10*time.Second)
+	hStates.waitState(t, client.StateReconnecting, 10*time.Second)
+	hStates.waitState(t, client.StateOpen, 10*time.Second)
+	// The handler declared status again as it rejoined, before it was open.
+	res, err := r.Command(ctx, "status", nil, opts)
+	if err != nil || !jsonEqual(res, []byte(`{"active_connections":15}`)) {
+		t.Errorf("status after the restart: %s %v", res, err)
 	}
 	if h.Stats().Reconnects != 1 || r.Stats().Reconnects != 1 {
 		t.Errorf("reconnects: handler %d, requester %d", h.Stats().Reconnects, r.Stats().Reconnects)
