@@ -1,38 +1,5 @@
 package client
 
-// Bus is the high-level client: one logical connection to ArqonBus that
-// survives dropped connections and server restarts. Conn (client.go) stays the
-// low-level building block: a Bus owns one Conn at a time and reads it from
-// one goroutine of its own.
-//
-//	bus, err := client.Connect(ctx, "ws://127.0.0.1:9100/", client.Config{ClientType: "service"})
-//	sub, err := bus.Join(ctx, "science:general", client.JoinOptions{})
-//	for ev := range sub.Events() { ... }
-//
-// What a reconnect does, and why:
-//
-//   - The Bus always sends a client_id (it makes up arq_<random> when none is
-//     configured) so that the server sees the same client after a reconnect,
-//     and it sends the resume_token of the last welcome so that the new
-//     connection takes the id over at once, even while the server still holds
-//     the old, half-open one (without it the server answers CONFLICT until its
-//     idle timeout).
-//   - It waits between attempts with exponential backoff and full jitter
-//     (a random delay in [0, min(MaxDelay, MinDelay*2^attempt)]), so that the
-//     clients of a restarted server do not all come back in the same instant.
-//   - Before it reports StateOpen again it rejoins every channel with since =
-//     the last position it saw there and the same filter and handled
-//     commands, so that publishes made right after a reconnect are not
-//     refused (FORBIDDEN) and handlers are reachable again.
-//   - It drops any event whose position is not after the last one seen on its
-//     channel, so a replay that overlaps what was already delivered costs the
-//     application nothing: each event reaches it once, in order.
-//   - Calls waiting for an answer on the dropped connection (commands, acked
-//     publishes, joins) fail at once with ErrDisconnected: whether the server
-//     acted on them is unknown, and only the caller can decide whether to
-//     retry. New calls made while reconnecting wait for the connection,
-//     within their context.
-
 import (
 	"context"
 	"crypto/rand"
@@ -204,8 +171,49 @@ func backoff(n int, minDelay, maxDelay time.Duration) time.Duration {
 // error, with its Code when it is an *Error, INTERNAL otherwise.
 type HandlerFunc func(ctx context.Context, params json.RawMessage, env Envelope) (any, error)
 
-// Bus is a reconnecting ArqonBus client; see Connect. Its methods are safe
-// for concurrent use.
+// Bus is the high-level client: one logical connection to ArqonBus that
+// survives dropped connections and server restarts. Conn (client.go) stays the
+// low-level building block: a Bus owns one Conn at a time and reads it from
+// one goroutine of its own.
+//
+//	bus, err := client.Connect(ctx, "ws://127.0.0.1:9100/", client.Config{ClientType: "service"})
+//	sub, err := bus.Join(ctx, "science:general", client.JoinOptions{})
+//	for ev := range sub.Events() { ... }
+//
+// What a reconnect does, and why:
+//
+//   - The Bus always sends a client_id (it makes up arq_<random> when none is
+//     configured) so that the server sees the same client after a reconnect,
+//     and it sends the resume_token of the last welcome so that the new
+//     connection takes the id over at once, even while the server still holds
+//     the old, half-open one (without it the server answers CONFLICT until its
+//     idle timeout).
+//   - It waits between attempts with exponential backoff and full jitter
+//     (a random delay in [0, min(MaxDelay, MinDelay*2^attempt)]), so that the
+//     clients of a restarted server do not all come back in the same instant.
+//   - Before it reports StateOpen again it rejoins every channel with since =
+//     the last position it saw there and the same filter and handled
+//     commands, so that publishes made right after a reconnect are not
+//     refused (FORBIDDEN) and handlers are reachable again.
+//   - It drops any event whose position is not after the last one seen on its
+//     channel, so a replay that overlaps what was already delivered costs the
+//     application nothing: each event reaches it once, in order.
+//   - Calls waiting for an answer on the dropped connection (commands, acked
+//     publishes, joins) fail at once with ErrDisconnected: whether the server
+//     acted on them is unknown, and only the caller can decide whether to
+//     retry. New calls made while reconnecting wait for the connection,
+//     within their context.
+//   - A replay the server could not complete (complete:false: history no
+//     longer kept, or too big to send at once) is not swallowed: the
+//     subscription's stream carries a Gap saying which positions are missing,
+//     before the replayed events, so the application can page them with
+//     History or accept the loss knowingly.
+//   - The server's shutdown notice starts the reconnect (after the server's
+//     own close, or 3 s); a close with 1008 does not: it means that another
+//     connection took this id over with the resume token (or that the server
+//     counted protocol violations), and coming back would fight the new owner.
+//
+// Its methods are safe for concurrent use.
 type Bus struct {
 	url string
 	cfg Config
