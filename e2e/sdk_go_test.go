@@ -674,3 +674,76 @@ func TestSDKGoTakeover(t *testing.T) {
 		t.Errorf("the new holder of the id: %v", err)
 	}
 }
+
+// dropAll closes every proxied connection (both ends), as a network cut.
+func (p *freezeProxy) dropAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestSDKGoReplayGap: a subscriber away while more was published than the
+// server keeps gets, on its resume, a Gap (replay_incomplete) before the
+// replayed events, not a silent loss.
+func TestSDKGoReplayGap(t *testing.T) {
+	s := startServer(t, "ARQONBUS_HISTORY_SIZE=10")
+	ctx := testCtx(t, 30*time.Second)
+	proxy := newFreezeProxy(t, s.Addr)
+	states := newStateLog()
+	subBus := connectBus(t, proxy.url(), client.Config{Reconnect: client.Reconnect{MinDelay: 50 * time.Millisecond, MaxDelay: 200 * time.Millisecond}, OnState: states.on})
+	sub, err := subBus.Join(ctx, "science:design", client.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := connectBus(t, s.URL, client.Config{})
+	if _, err := pub.Join(ctx, "science:design", client.JoinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) client.AckResult {
+		a, err := pub.Publish(ctx, "science:design", map[string]any{"n": n}, client.PublishOptions{Ack: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	first := publish(0)
+	if ev := nextEvent(t, sub, 5*time.Second); ev.ID != first.ID {
+		t.Fatalf("first event %s", ev.Raw)
+	}
+	proxy.reject.Store(true)
+	proxy.dropAll()
+	states.waitState(t, client.StateReconnecting, 5*time.Second)
+	var acks []client.AckResult
+	for n := 1; n <= 30; n++ {
+		acks = append(acks, publish(n))
+	}
+	proxy.reject.Store(false)
+	states.waitState(t, client.StateOpen, 10*time.Second)
+
+	ev := nextEvent(t, sub, 5*time.Second)
+	if ev.Gap == nil || ev.Gap.Reason != client.GapReplay || ev.Gap.Since != first.Position {
+		t.Fatalf("first after the resume: %s gap %+v; want a replay gap since %s", ev.Raw, ev.Gap, first.Position)
+	}
+	t.Logf("gap %+v", *ev.Gap)
+	// Then the newest events the server still kept, in order, to the last.
+	prev := 0
+	for {
+		ev := nextEvent(t, sub, 5*time.Second)
+		n := seqOf(ev.Envelope)
+		if ev.Gap != nil || n <= prev {
+			t.Fatalf("after the gap: %s gap %+v (previous n %d)", ev.Raw, ev.Gap, prev)
+		}
+		prev = n
+		if n == 30 {
+			break
+		}
+	}
+	// What the gap names is what history no longer has.
+	page, err := subBus.History(ctx, "science:design", client.HistoryOptions{Limit: 100})
+	if err != nil || len(page.Entries) != 10 || page.Entries[0].Position != acks[20].Position {
+		t.Errorf("history: %d entries, %v", len(page.Entries), err)
+	}
+}
