@@ -1,4 +1,11 @@
-// Package client is a small Go client for ArqonBus: dial, send envelopes, read them back.
+// Package client is the Go client for ArqonBus.
+//
+// Bus (Connect) is the SDK for applications: it reconnects and resumes every
+// channel by itself, correlates commands with their answers, serves
+// commands through handlers and delivers each event once, in order (see
+// bus.go). Conn (Dial) is the low-level connection it is built on, for tests
+// and tools that want every frame as it comes: dial, send envelopes, read
+// them back.
 //
 // A Conn owns one reader goroutine that parses WebSocket frames, answers
 // pings, records the server's close frame and queues every text message as an
