@@ -275,6 +275,12 @@ class ArqonBus:
             sub._end()
         self._set_state("closed")
 
+    @property
+    def resume_token(self) -> Optional[str]:
+        """The resume token of the last welcome: what the next connection presents to
+        take this client id over from a connection the server still holds."""
+        return self._resume_token
+
     async def wait_open(self, timeout: Optional[float] = None) -> None:
         """Waits until the bus is connected (and every channel rejoined)."""
         await self._wait_ready(timeout if timeout is not None else self.command_timeout)
