@@ -816,4 +816,4 @@ class ArqonBus:
 
 def _taken_over(reason: str) -> bool:
     r = (reason or "").lower()
-    return any(w in r for w in ("replaced", "taken over", "took over", "resumed", "another connection"))
+    return any(w in r for w in ("replaced", "taken"))

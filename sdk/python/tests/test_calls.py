@@ -67,6 +67,8 @@ async def join_publish_receive() -> None:
         a.on("event", lambda env: seen_by_bus.append(env["id"]))
         sa = await a.join(ch)
         check(sa.join_result and sa.join_result.get("joined"), f"join result {sa.join_result}")
+        check(Position.parse(sa.join_result.get("position")), f"join position {sa.join_result}")
+        expect(sa.last_position, sa.join_result["position"], "resume point starts at the join")
         await b.join(ch)
 
         expect(await b.publish(ch, {"message": "plain"}), None, "publish without ack returns None")

@@ -36,7 +36,6 @@ async def takeover() -> None:
     await b.connect()
     try:
         check(a.resume_token, f"the welcome carries no resume_token: {a.welcome}")
-        first_token = a.resume_token
         sub = await a.join(ch)
         await b.join(ch)
         ack = await b.publish(ch, {"n": 1}, ack=True)
@@ -76,7 +75,26 @@ async def takeover() -> None:
             raise AssertionError(f"duplicate after takeover: {extra}")
         except asyncio.TimeoutError:
             pass
-        check(first_token != a.resume_token or a.resume_token, "token kept or renewed")
+
+        # Another process presenting our token takes the id from us: the bus stops
+        # (state closed, CONFLICT to on("error")) instead of taking it back.
+        errors: list[ArqonBusError] = []
+        a.on("error", errors.append)
+        thief = ArqonBus(URL, client_id=cid, reconnect=False)
+        thief._resume_token = a.resume_token
+        await thief.connect()
+        try:
+            for _ in range(100):
+                if a.state == "closed":
+                    break
+                await asyncio.sleep(0.05)
+            expect(a.state, "closed", "replaced bus")
+            check(errors and errors[-1].code == "CONFLICT", f"errors {errors}")
+            await asyncio.sleep(0.5)
+            expect(thief.state, "open", "the new holder keeps the id")
+            expect(a.connections, 2, "no reconnect after being replaced")
+        finally:
+            await thief.close()
     finally:
         await a.close()
         await b.close()
