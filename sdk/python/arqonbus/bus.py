@@ -815,5 +815,11 @@ class ArqonBus:
 
 
 def _taken_over(reason: str) -> bool:
+    """Whether a 1008 close says a newer connection presented our resume token.
+
+    Only that ends the bus. Other 1008 closes (protocol violations, a cluster
+    node that found our id claimed elsewhere, e.g. by a node that has just been
+    killed) are reconnected like any drop: the resume token wins the id back.
+    """
     r = (reason or "").lower()
-    return any(w in r for w in ("replaced", "taken"))
+    return any(w in r for w in ("replaced",))

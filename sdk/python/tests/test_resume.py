@@ -136,8 +136,11 @@ async def resume() -> None:
         check(not missing, f"{len(missing)} acked events never received: {missing[:20]}")
         extra = sorted(set(received) - set(acked) - set(lost))
         check(not extra, f"received events never published: {extra[:10]}")
-        expect(sub_bus.connections, len(CYCLES) + 1, "subscriber connections")
-        check(states.count("reconnecting") == len(CYCLES), f"states {states}")
+        # At least one reconnect per cycle; a restarted cluster node may close a
+        # resumed connection once more (the id still claimed by the killed node).
+        check(sub_bus.connections >= len(CYCLES) + 1, f"subscriber connections {sub_bus.connections}")
+        check(states.count("reconnecting") >= len(CYCLES), f"states {states}")
+        expect(states[-1], "open", "final state")
         if "stop" in CYCLES:
             check("shutdown" in notices, f"no shutdown notice on stop: {notices}")
     finally:
