@@ -57,6 +57,11 @@ async def resume() -> None:
     await sub_bus.handle(svc, "echo", lambda params, env: {"echo": params.get("n")})
     await pub_bus.join(ch)
     sub = await sub_bus.join(ch)
+    # A channel with no event before the drops: its resume point is the join's position.
+    quiet_ch = unique("pyq") + ":quiet"
+    quiet = await sub_bus.join(quiet_ch)
+    await pub_bus.join(quiet_ch)
+    check(quiet.last_position is not None, f"quiet join without a position: {quiet.join_result}")
 
     received: list[int] = []
     disorder: list[str] = []
@@ -117,6 +122,8 @@ async def resume() -> None:
             expect(await stdin_line(), "up", "stdin")
             pong = await waiting
             check(pong.get("pong"), f"cycle {i}: ping made while down: {pong}")
+            # Published as soon as the publisher is back, maybe before the subscriber rejoined.
+            await pub_bus.publish(quiet_ch, {"cycle": i}, ack=True)
             base = len(acked)
             await asyncio.wait_for(wait_acked(base + AFTER), 30)
             r = await pub_bus.command("echo", {"n": i}, room=svc)
@@ -130,6 +137,13 @@ async def resume() -> None:
         await asyncio.sleep(0.3)  # anything extra (a duplicate) would come now
         emit({"event": "done", "acked": len(acked), "lost": len(lost), "received": len(received),
               "connections": sub_bus.connections, "states": states, "notices": notices})
+        got_quiet = []
+        while True:
+            try:
+                got_quiet.append((await quiet.next(0.2))["payload"]["cycle"])
+            except asyncio.TimeoutError:
+                break
+        expect(got_quiet, list(range(len(CYCLES))), "quiet channel: each event once, none missed")
         check(not other_errors, f"publish errors: {other_errors[:5]}")
         check(not disorder, f"out of order or duplicate at the subscriber: {disorder[:10]}")
         missing = sorted(set(acked) - set(received))
