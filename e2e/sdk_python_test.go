@@ -170,7 +170,7 @@ func TestSDKPythonResume(t *testing.T) {
 	env := redisEnv(r, "ARQONBUS_PERSIST=sync")
 	s := startServer(t, env...)
 	ctx := testCtx(t, 150*time.Second)
-	p := startPython(t, ctx, s, "sdk/python/tests/test_resume.py", "CYCLES=kill,stop", "RATE=150", "AFTER=150")
+	p := startPython(t, ctx, s, "sdk/python/tests/test_resume.py", "CYCLES=kill,stop", "RATE=150", "AFTER=150", "ARQONBUS_DEBUG=1")
 	for _, how := range []string{"kill", "stop"} {
 		ev := p.next("ready")
 		t.Logf("cycle %v (%s): acked %v, received %v", ev["cycle"], how, ev["acked"], ev["received"])

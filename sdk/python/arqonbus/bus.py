@@ -584,6 +584,7 @@ class ArqonBus:
                 if res is not None:
                     await res  # a full subscription queue: back-pressure to the server
         except ConnectionClosed as e:
+            log.debug("arqonbus: connection closed: %s", e)
             if e.rcvd is not None and e.rcvd.code == 1008 and _taken_over(e.rcvd.reason):
                 # Another connection took our id over with our resume token: fighting
                 # back would only bounce the id between the two.
@@ -723,8 +724,7 @@ class ArqonBus:
             raise ArqonBusError("CLOSED", "the bus is closed")
         if self._ready.is_set():
             return
-        if self.state == "idle":
-            raise ArqonBusError("DISCONNECTED", "connect() first")
+        # Also before connect(): a call may be made first and wait for it, as in the JS SDK.
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
         except asyncio.TimeoutError:

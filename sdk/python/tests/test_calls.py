@@ -219,6 +219,12 @@ async def private_messages() -> None:
 
 
 async def commands() -> None:
+    early = ArqonBus(URL, client_id=unique("py_early_"))
+    pong = asyncio.create_task(early.command("ping", timeout=5))  # before connect(): waits for it
+    await asyncio.sleep(0.1)
+    await early.connect()
+    check((await pong).get("pong"), "a call made before connect()")
+    await early.close()
     async with ArqonBus(URL, client_id=unique("py_cmd_")) as bus:
         st = await bus.command("status")
         check(isinstance(st, dict) and st, f"status result {st}")

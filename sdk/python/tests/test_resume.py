@@ -166,4 +166,8 @@ async def resume() -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("ARQONBUS_DEBUG"):
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
     main([resume], timeout=120)
