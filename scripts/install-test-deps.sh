@@ -87,6 +87,15 @@ else
 	log "chromium already installed (/usr/bin/chromium); nothing to do"
 fi
 
+# The Python SDK (sdk/python) and its e2e tests run on Debian's python3 with
+# Debian's websockets 10.x; always /usr/bin/python3, never a pyenv one.
+if ! /usr/bin/python3 -c 'import websockets' >/dev/null 2>&1; then
+	apt_install "websockets for the Python SDK (sdk/python) and its e2e tests" python3-websockets
+	/usr/bin/python3 -c 'import websockets' >/dev/null 2>&1 || { log "python3-websockets still missing after install"; exit 1; }
+else
+	log "python3-websockets already installed ($(/usr/bin/python3 -c 'import websockets; print(websockets.__version__)')); nothing to do"
+fi
+
 # --- Node packages for e2e/node ---------------------------------------------
 NODE_DIR="$ROOT/e2e/node"
 for tool in node npm; do
