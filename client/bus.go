@@ -209,9 +209,9 @@ type HandlerFunc func(ctx context.Context, params json.RawMessage, env Envelope)
 //     before the replayed events, so the application can page them with
 //     History or accept the loss knowingly.
 //   - The server's shutdown notice starts the reconnect (after the server's
-//     own close, or 3 s); a close with 1008 does not: it means that another
-//     connection took this id over with the resume token (or that the server
-//     counted protocol violations), and coming back would fight the new owner.
+//     own close, or 3 s); a close with 1008 saying "replaced" does not: another
+//     connection took this id over with the resume token, and coming back
+//     would fight the new owner.
 //
 // Its methods are safe for concurrent use.
 type Bus struct {
@@ -473,10 +473,11 @@ func (b *Bus) run(l *link) {
 			b.shut(nil)
 			return
 		}
-		if code, reason := l.conn.CloseCode(); code == ws.StatusPolicyViolation {
-			// 1008: another connection took this id over (with our resume
-			// token) or the server counted too many protocol violations.
-			// Coming back would fight the new owner or be refused again.
+		if code, reason := l.conn.CloseCode(); code == ws.StatusPolicyViolation && strings.Contains(reason, "replaced") {
+			// Another connection took this id over with our resume token:
+			// coming back would fight the new owner. Other 1008 closes (a
+			// node re-claiming ids after a Redis outage, too many protocol
+			// violations) are reconnected from, with backoff.
 			b.shut(fmt.Errorf("arqonbus: server closed the connection with 1008 (%s): not reconnecting", reason))
 			return
 		}

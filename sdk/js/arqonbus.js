@@ -311,6 +311,15 @@ export class ArqonBus extends Emitter {
     const why = `connection lost (${code || 'no code'}${reason ? `: ${reason}` : ''})`;
     this._failPending(new ArqonBusError('DISCONNECTED', `${why} before the answer came; the request may or may not have been applied`));
     if (this._closedByUser) return;
+    if (code === 1008 && /replaced/.test(reason || '')) {
+      // Another connection took this id over with our resume token: coming back would fight it.
+      const err = new ArqonBusError('CONFLICT', `${why}: another connection took over this client id`);
+      this._failWaiters(err);
+      this._emit('error', err);
+      this._setState('closed');
+      if (this._first) { this._first.reject(err); this._first = null; }
+      return;
+    }
     if (!this._everOpened) {
       // connect() reports the first failure instead of retrying forever against a wrong address.
       const err = this._lastError || new ArqonBusError('CONNECT_FAILED', `could not connect to ${this.url}: ${why}`);
