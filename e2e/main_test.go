@@ -35,6 +35,10 @@ var (
 // TestMain builds ./cmd/arqonbus once for every test in the package: each test
 // then starts its own server process on fresh ports, so tests stay isolated
 // without paying for a build each.
+// builtHead is git HEAD when TestMain built the binary ("" outside a checkout): what /version must name,
+// even if a commit lands while the tests run.
+var builtHead string
+
 func TestMain(m *testing.M) {
 	wd, err := os.Getwd()
 	if err != nil {
@@ -52,6 +56,9 @@ func TestMain(m *testing.M) {
 	// Stamped as the Makefile stamps bin/arqonbus, so that TestVersionIsStamped checks what users get.
 	if flags, err := exec.Command("bash", filepath.Join(repoRoot, "scripts", "ldflags.sh")).Output(); err == nil {
 		args = append(args, "-ldflags", strings.TrimSpace(string(flags)))
+	}
+	if head, err := exec.Command("git", "-C", repoRoot, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		builtHead = strings.TrimSpace(string(head))
 	}
 	// ARQONBUS_E2E_RACE=1 builds the server with the race detector, so the
 	// end-to-end traffic also hunts data races in the server.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -220,12 +219,11 @@ func TestVersionIsStamped(t *testing.T) {
 	if err != nil || time.Since(built) > time.Hour || time.Until(built) > time.Minute {
 		t.Errorf("/version build_date %q is not this build's time", v.BuildDate)
 	}
-	head, err := exec.Command("git", "-C", repoRoot, "rev-parse", "--short=12", "HEAD").Output()
-	if err != nil {
-		t.Logf("not a git checkout (%v): commit %q not compared", err, v.Commit)
+	if builtHead == "" {
+		t.Logf("not a git checkout: commit %q not compared", v.Commit)
 		return
 	}
-	if want := strings.TrimSpace(string(head)); strings.TrimSuffix(v.Commit, "-dirty") != want {
+	if want := builtHead; strings.TrimSuffix(v.Commit, "-dirty") != want {
 		t.Errorf("/version commit %q, want %q (git HEAD)", v.Commit, want)
 	}
 }

@@ -379,19 +379,28 @@ class ArqonBus:
         payload: dict,
         metadata: Optional[dict] = None,
         *,
+        ack: bool = True,
         channel: str = "direct:pm",
         timeout: Optional[float] = None,
-    ) -> str:
-        """Sends a private message to client ``target``; returns its envelope id.
+    ) -> Optional[dict]:
+        """Sends a private message to client ``target``.
 
-        The protocol does not acknowledge private messages: a target that is not
-        connected answers ``TARGET_NOT_FOUND`` later, through ``on("error")``
-        (with ``request_id`` = the returned id).
+        With ``ack=True`` (the default, as in the JS and Go SDKs) it returns the
+        server's ack once the message was handed to the target (on whichever
+        node), and a target that is not connected raises ``ArqonBusError``
+        ``TARGET_NOT_FOUND``. With ``ack=False`` it returns None once the frame is
+        written, and errors come to ``on("error")`` with the message's id as
+        ``request_id``.
         """
         room, ch = split_channel(channel)
-        env = self._envelope("private", room, ch, {**payload, "target": target}, metadata)
+        meta = dict(metadata or {})
+        if ack:
+            meta["ack"] = True
+        env = self._envelope("private", room, ch, {**payload, "target": target}, meta or None)
+        if ack:
+            return await self._request(env, timeout)
         await self._send_when_ready(env, timeout)
-        return env["id"]
+        return None
 
     async def command(
         self,

@@ -65,4 +65,13 @@ async def run_sections(sections: list[Callable[[], Awaitable[None]]], timeout: f
 
 
 def main(sections: list[Callable[[], Awaitable[None]]], timeout: float = 60) -> None:
-    sys.exit(asyncio.run(run_sections(sections, timeout)))
+    async def run_and_exit() -> None:
+        code = await run_sections(sections, timeout)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Exit here: asyncio.run would otherwise wait for the executor thread a
+        # test may leave blocked reading stdin, and a failed script would hang
+        # until the Go side's timeout instead of failing at once.
+        os._exit(code)
+
+    asyncio.run(run_and_exit())

@@ -126,6 +126,10 @@ async def resume() -> None:
             await pub_bus.publish(quiet_ch, {"cycle": i}, ack=True)
             base = len(acked)
             await asyncio.wait_for(wait_acked(base + AFTER), 30)
+            # The handler's bus may come back later than the publisher's (each waits its own jittered
+            # delay): its handler is registered again once its state is open.
+            while sub_bus.state != "open":
+                await asyncio.sleep(0.02)
             r = await pub_bus.command("echo", {"n": i}, room=svc)
             expect(r, {"echo": i}, f"cycle {i}: handler after reconnect")
         stop.set()
