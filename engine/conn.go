@@ -222,6 +222,7 @@ func (c *Conn) flush() {
 	frames := len(c.pending)
 	pending := c.pending
 	for len(pending) > 0 {
+		srv.stats.writes.Add(1)
 		n := min(len(pending), iovMax)
 		var err error
 		if n == 1 {

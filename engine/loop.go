@@ -35,6 +35,13 @@ type Loop struct {
 	drain  gnet.RunnableFunc
 	warned int64 // server clock of the last warning about a full inbox
 
+	// Write coalescing (Config.WriteCoalesce), loop-only but for the timer.
+	lastFlush  int64       // server clock of the last flushDirty
+	flushArmed bool        // flushTimer will run flushHeld
+	flushTimer *time.Timer // wakes the loop to write what it held
+	flushHeld  gnet.RunnableFunc
+	unobserved []int64 // when the deliveries not yet written were posted (for OnRouted)
+
 	swept atomic.Int64 // server clock of the last sweep: proves the loop runs
 }
 
@@ -56,6 +63,14 @@ type delivery struct {
 func newLoop(srv *Server, el gnet.EventLoop) *Loop {
 	l := &Loop{srv: srv, el: el, conns: make(map[*Conn]struct{})}
 	l.drain = l.runDrain
+	l.flushHeld = l.runFlushHeld
+	l.lastFlush = -int64(time.Hour) // long quiet: the first frame leaves at once
+	l.flushTimer = time.AfterFunc(time.Hour, func() {
+		// The engine may be stopping: its connections are going away with what they held.
+		l.srv.stats.wakeups.Add(1)
+		_ = l.el.Execute(context.Background(), l.flushHeld)
+	})
+	l.flushTimer.Stop()
 	return l
 }
 
@@ -92,6 +107,7 @@ func (l *Loop) post(d delivery) {
 	l.scheduled = true
 	l.mu.Unlock()
 	if wake {
+		l.srv.stats.wakeups.Add(1)
 		if err := l.el.Execute(context.Background(), l.drain); err != nil {
 			// The engine is shutting down: the connections are going away.
 			l.mu.Lock()
@@ -146,15 +162,14 @@ func (l *Loop) runDrain(context.Context) error {
 	// Counted before the writes, so that a client who got a frame never sees
 	// a counter that does not include it yet.
 	l.srv.stats.deliveries.Add(delivered)
-	l.flushDirty()
-	if observe := l.srv.cfg.OnRouted; observe != nil {
-		now := l.srv.clock()
+	if l.srv.cfg.OnRouted != nil {
 		for i := range batch {
 			if batch[i].posted != 0 && batch[i].closeCode == 0 && batch[i].run == nil {
-				observe(time.Duration(now - batch[i].posted))
+				l.unobserved = append(l.unobserved, batch[i].posted)
 			}
 		}
 	}
+	l.flushSoon()
 	clear(batch)
 	l.spare = batch[:0]
 	return nil
@@ -195,9 +210,45 @@ func (l *Loop) closeGapped() {
 	}
 }
 
-// flushDirty writes every connection's pending frames. Called at the end of
-// each loop callback that may have queued frames.
+// flushSoon writes the pending frames now if the loop has not written for
+// Config.WriteCoalesce, else at the end of that span. Under load a
+// connection's frames then leave in one writev per span instead of one
+// syscall each (5 to 9 µs on these machines); a frame on a quiet loop still
+// leaves at once. Called at the end of each loop callback that may have
+// queued frames.
+func (l *Loop) flushSoon() {
+	if len(l.dirty) == 0 {
+		l.observeWritten()
+		return
+	}
+	hold := int64(l.srv.cfg.WriteCoalesce)
+	now := l.srv.clock()
+	if hold <= 0 || now-l.lastFlush >= hold {
+		l.flushDirty()
+		return
+	}
+	if !l.flushArmed {
+		l.flushArmed = true
+		l.flushTimer.Reset(time.Duration(l.lastFlush + hold - now))
+	}
+}
+
+func (l *Loop) runFlushHeld(context.Context) error {
+	defer l.srv.recoverLoop("flush", nil)
+	l.flushArmed = false
+	if len(l.dirty) > 0 {
+		l.flushDirty()
+	}
+	return nil
+}
+
+// flushDirty writes every connection's pending frames now.
 func (l *Loop) flushDirty() {
+	l.lastFlush = l.srv.clock()
+	if l.flushArmed {
+		l.flushArmed = false
+		l.flushTimer.Stop()
+	}
 	// Indexed, not ranged: a failed write runs OnClose, whose handler may
 	// queue frames for other connections and so extend the list.
 	for i := 0; i < len(l.dirty); i++ {
@@ -207,6 +258,19 @@ func (l *Loop) flushDirty() {
 		c.flush()
 	}
 	l.dirty = l.dirty[:0]
+	l.observeWritten()
+}
+
+// observeWritten reports to OnRouted the deliveries whose frames are now written.
+func (l *Loop) observeWritten() {
+	if len(l.unobserved) == 0 {
+		return
+	}
+	now := l.srv.clock()
+	for _, posted := range l.unobserved {
+		l.srv.cfg.OnRouted(time.Duration(now - posted))
+	}
+	l.unobserved = l.unobserved[:0]
 }
 
 // forEachConn runs fn on this loop for each of its connections.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 )
@@ -13,18 +15,27 @@ import (
 // the way a stalled loop's does.
 type heldLoop struct {
 	gnet.EventLoop
+	mu    sync.Mutex // the write-coalescing timer posts from its own goroutine
 	tasks []gnet.Runnable
 }
 
 func (h *heldLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	h.mu.Lock()
 	h.tasks = append(h.tasks, r)
+	h.mu.Unlock()
 	return nil
 }
 
 func (h *heldLoop) runAll() {
-	for len(h.tasks) > 0 {
+	for {
+		h.mu.Lock()
+		if len(h.tasks) == 0 {
+			h.mu.Unlock()
+			return
+		}
 		r := h.tasks[0]
 		h.tasks = h.tasks[1:]
+		h.mu.Unlock()
 		_ = r.Run(context.Background())
 	}
 }
@@ -35,7 +46,7 @@ func (h *heldLoop) runAll() {
 func TestFullInboxDropsAndCloses(t *testing.T) {
 	frame := TextFrame(make([]byte, 1000))
 	limit := 10 * (len(frame) + deliveryOverhead)
-	srv := New(Config{MaxLoopInboxBytes: limit, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	srv := New(Config{MaxLoopInboxBytes: limit, WriteCoalesce: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
 	held := &heldLoop{}
 	l := newLoop(srv, held)
 	a, b, bystander := l.NewConn("a"), l.NewConn("b"), l.NewConn("bystander")
@@ -82,5 +93,45 @@ func TestFullInboxDropsAndCloses(t *testing.T) {
 	held.runAll()
 	if other.Closed() || srv.Stats().FramesOut != 4 {
 		t.Fatalf("after the drain: other closed %v, frames out %d, want 4", other.Closed(), srv.Stats().FramesOut)
+	}
+}
+
+// A loop that has just written holds the frames that follow for
+// WriteCoalesce and then writes each connection's in one call; a frame on a
+// quiet loop leaves at once.
+func TestWriteCoalescing(t *testing.T) {
+	const hold = 50 * time.Millisecond
+	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	held := &heldLoop{}
+	l := newLoop(srv, held)
+	a, b := l.NewConn("a"), l.NewConn("b")
+	frame := TextFrame([]byte(`{"x":1}`))
+
+	a.Send(frame)
+	held.runAll()
+	if st := srv.Stats(); st.FramesOut != 1 || st.Writes != 1 {
+		t.Fatalf("a lone frame on a quiet loop: %d frames in %d writes, want it written at once", st.FramesOut, st.Writes)
+	}
+	start := time.Now()
+	for range 3 {
+		a.Send(frame)
+		b.Send(frame)
+		held.runAll()
+	}
+	if st := srv.Stats(); st.FramesOut != 1 {
+		t.Fatalf("frames right after a write: %d written, want them held", st.FramesOut)
+	}
+	for srv.Stats().FramesOut < 7 {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("held frames were never written")
+		}
+		time.Sleep(5 * time.Millisecond)
+		held.runAll()
+	}
+	if st := srv.Stats(); st.Writes != 3 {
+		t.Errorf("6 held frames for 2 connections left in %d writes, want 2 (one writev each)", st.Writes-1)
+	}
+	if waited := time.Since(start); waited > hold+time.Second {
+		t.Errorf("held frames waited %v, want about %v", waited, hold)
 	}
 }

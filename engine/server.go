@@ -31,7 +31,11 @@ type Config struct {
 	IdleTimeout       time.Duration // silence after which the connection is closed
 	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
 	MaxLoopInboxBytes int           // frames queued for one event loop (plus a small cost per delivery); beyond, dropped
-	Logger            *slog.Logger
+	// WriteCoalesce is how long a loop that has just written may hold the next frames, so that a
+	// busy loop writes each connection's frames of that span in one writev instead of a syscall
+	// per frame. A loop quiet for longer writes at once. 0: the default (1ms); negative: never hold.
+	WriteCoalesce time.Duration
+	Logger        *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
 	// posted to a loop and its frames being written: once per message per
 	// loop, never per recipient.
@@ -68,6 +72,9 @@ func (c *Config) setDefaults() {
 		// connection longer than silence could; long enough that a link of
 		// 35 KB/s still sends a 1 MiB message.
 		c.FrameTimeout = 30 * time.Second
+	}
+	if c.WriteCoalesce == 0 {
+		c.WriteCoalesce = time.Millisecond
 	}
 	if c.MaxLoopInboxBytes <= 0 {
 		// Only a stalled or overwhelmed loop comes near it: a drain empties
@@ -121,6 +128,8 @@ type Stats struct {
 	ProtocolClose uint64 // closed for a protocol error
 	Panics        uint64 // handler panics recovered
 	InboxDropped  uint64 // frames (one per recipient) dropped because a loop's inbox was full
+	Writes        uint64 // write and writev calls on client sockets: FramesOut / Writes is the coalescing
+	Wakeups       uint64 // tasks posted to a loop from elsewhere, each waking it (an eventfd write)
 }
 
 type counters struct {
@@ -134,6 +143,8 @@ type counters struct {
 	protocolClose atomic.Uint64
 	panics        atomic.Uint64
 	inboxDropped  atomic.Uint64
+	writes        atomic.Uint64
+	wakeups       atomic.Uint64
 }
 
 // Server runs the event loops for one listening address.
@@ -299,6 +310,8 @@ func (s *Server) Stats() Stats {
 		ProtocolClose: s.stats.protocolClose.Load(),
 		Panics:        s.stats.panics.Load(),
 		InboxDropped:  s.stats.inboxDropped.Load(),
+		Writes:        s.stats.writes.Load(),
+		Wakeups:       s.stats.wakeups.Load(),
 	}
 }
 
@@ -366,7 +379,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		_, _ = gc.Discard(-1)
 		return gnet.None
 	}
-	defer c.loop.flushDirty()
+	defer c.loop.flushSoon()
 	defer s.recoverLoop("message handler", c)
 	c.lastSeen = s.clock()
 	c.pinged = false

@@ -45,6 +45,7 @@ type busCollector struct {
 	commands, commandErrors, storageWrites, storageErrors, storageDegraded                    *prometheus.Desc
 	storageBacklog, persistDepth, telemetryDropped, slowConsumers, loopsAlive                 *prometheus.Desc
 	limitRefusals, inboxDropped, panics, evicted                                              *prometheus.Desc
+	framesWritten, socketWrites, loopWakeups                                                  *prometheus.Desc
 	clusterNodes, clusterReachable, clusterEvents, clusterGaps, clusterRemote, clusterRefused *prometheus.Desc
 }
 
@@ -78,6 +79,11 @@ func newBusCollector(src Source) *busCollector {
 		evicted:          desc("arqonbus_channels_evicted_total", "Channels removed after --channel-idle-ttl without members or traffic."),
 		inboxDropped: desc("arqonbus_loop_inbox_dropped_total", "Frames (one per recipient) dropped because an event loop's inbox was full; "+
 			"their recipients were closed with 1013."),
+		framesWritten: desc("arqonbus_frames_written_total", "Frames written to client sockets (deliveries, answers, control frames)."),
+		socketWrites: desc("arqonbus_socket_writes_total", "write and writev system calls on client sockets; frames_written / socket_writes "+
+			"is how many frames one call carries (see --write-coalesce)."),
+		loopWakeups: desc("arqonbus_loop_wakeups_total", "Times an event loop was woken for work posted from elsewhere (deliveries from "+
+			"another loop, held frames, Redis and timer callbacks)."),
 		limitRefusals:    desc("arqonbus_limit_refusals_total", "Requests refused by a limit, by limit.", "limit"),
 		panics:           desc("arqonbus_panics_recovered_total", "Panics recovered without ending the process (each a bug, logged with its stack)."),
 		clusterNodes:     desc("arqonbus_cluster_nodes", "Live nodes of the cluster, as this node sees them (clustered nodes only)."),
@@ -96,6 +102,7 @@ func (c *busCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.received, c.sent, c.errors, c.uptime, c.memory, c.ready, c.draining, c.loopsAlive, c.buildInfo,
 		c.commands, c.commandErrors, c.storageWrites, c.storageErrors, c.storageDegraded,
 		c.storageBacklog, c.persistDepth, c.telemetryDropped, c.slowConsumers, c.inboxDropped, c.limitRefusals, c.panics, c.evicted,
+		c.framesWritten, c.socketWrites, c.loopWakeups,
 		c.clusterNodes, c.clusterReachable, c.clusterEvents, c.clusterGaps, c.clusterRemote, c.clusterRefused,
 	} {
 		ch <- d
@@ -152,6 +159,9 @@ func (c *busCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.telemetryDropped, s.TelemetryDropped)
 	counter(c.slowConsumers, s.SlowConsumers)
 	counter(c.inboxDropped, s.LoopInboxDropped)
+	counter(c.framesWritten, s.FramesWritten)
+	counter(c.socketWrites, s.SocketWrites)
+	counter(c.loopWakeups, s.LoopWakeups)
 	counter(c.evicted, s.ChannelsEvicted)
 	for _, l := range Limits {
 		counter(c.limitRefusals, s.LimitRefusals[l], l)

@@ -78,6 +78,9 @@ type Snapshot struct {
 	TelemetryDropped  uint64 `json:"telemetry_dropped"`
 	SlowConsumers     uint64 `json:"slow_consumers"`
 	LoopInboxDropped  uint64 `json:"loop_inbox_dropped"` // frames dropped by full event-loop inboxes
+	FramesWritten     uint64 `json:"frames_written"`     // frames written to client sockets
+	SocketWrites      uint64 `json:"socket_writes"`      // write/writev calls on client sockets
+	LoopWakeups       uint64 `json:"loop_wakeups"`       // event loops woken by work from elsewhere
 	ChannelsEvicted   uint64 `json:"channels_evicted"`   // idle channels removed (--channel-idle-ttl)
 	// LimitRefusals counts refusals by limit (the names in Limits).
 	LimitRefusals map[string]uint64 `json:"limit_refusals"`

@@ -20,7 +20,9 @@
 #   BENCH_ONLY="..."   only the named scenarios, in that order. The standard set is
 #                      fanout-100x10 channels-1000 fanout-1000x1 command-1000 idle-10k; besides,
 #                      channels-<C>-<R>k (C channels with 1 publisher and 1 subscriber each,
-#                      R thousand msg/s in total, e.g. channels-1000-50k) and command-<R>
+#                      R thousand msg/s in total, e.g. channels-1000-50k), fanout-<S>x<P>-<R>k
+#                      (S subscribers of one channel, P publishers, R thousand msg/s in total,
+#                      e.g. fanout-100x10-3k: 300k deliveries/s) and command-<R>
 #                      (1 handler, 10 requesters, R requests/s) may be named.
 #   BENCH_STORAGE=redis  run the server with --storage redis against a fresh redis-server of its
 #                      own for every run (free port, temp dir, no persistence to disk). The server's
@@ -48,6 +50,9 @@
 #   BENCH_BASELINE=<git rev>  also build the server at that revision (git worktree in a temp dir)
 #                      and run every scenario alternately on the baseline and on HEAD's binary;
 #                      rows are labelled base / head (base/cluster-3 ... with BENCH_TOPOLOGIES)
+#   BENCH_PIN=1        pin the server(s) to CPU 0 and the load generator to CPU 1 (taskset), so
+#                      that each side's CPU shows which one ran out; a pinned server sees one
+#                      CPU (one event loop). Unpinned, both share the two cores.
 #   BENCH_RATE_LIMIT=1000000, BENCH_COMMAND_RATE=1000000  per-client message and command rates
 #                      given to servers that have those limits (--rate-limit, --command-rate). The
 #                      default keeps the token buckets running on every message but far above any
@@ -73,6 +78,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS="${BENCH_RUNS:-1}"
+PIN_SERVER=(env)
+PIN_LOAD=(env)
+if [[ "${BENCH_PIN:-0}" == 1 ]]; then
+	command -v taskset >/dev/null || { echo "bench: BENCH_PIN=1 needs taskset (util-linux)" >&2; exit 2; }
+	PIN_SERVER=(taskset -c 0)
+	PIN_LOAD=(taskset -c 1)
+	echo "==> pinned: servers on CPU 0, the load generator on CPU 1"
+fi
 QUICK="${BENCH_QUICK:-0}"
 ONLY="${BENCH_ONLY:-}"
 STORAGE="${BENCH_STORAGE:-}"
@@ -146,6 +159,10 @@ scenario_args() {
 	done
 	if [[ "$name" =~ ^channels-([1-9][0-9]*)-([1-9][0-9]*)k$ ]]; then
 		echo "-scenario channels -channels ${BASH_REMATCH[1]} -subs 1 -pubs 1 -rate ${BASH_REMATCH[2]}000"
+		return 0
+	fi
+	if [[ "$name" =~ ^fanout-([1-9][0-9]*)x([1-9][0-9]*)-([1-9][0-9]*)k$ ]]; then
+		echo "-scenario fanout -subs ${BASH_REMATCH[1]} -pubs ${BASH_REMATCH[2]} -rate ${BASH_REMATCH[3]}000"
 		return 0
 	fi
 	if [[ "$name" =~ ^command-([1-9][0-9]*)$ ]]; then
@@ -412,7 +429,7 @@ start_nodes() {
 		log="$logp.log"
 		[[ "$n" -gt 1 ]] && log="$logp-n$i.log"
 		echo "    starting $bin on 127.0.0.1:${PORTS[i]} (http ${HTTP_PORTS[i]}, telemetry ${ports[3 * i + 2]}) ${flags[*]} ${node[*]}, log $log"
-		ARQONBUS_LOG_LEVEL="${ARQONBUS_LOG_LEVEL:-warn}" "$bin" --host 127.0.0.1 --port "${PORTS[i]}" \
+		ARQONBUS_LOG_LEVEL="${ARQONBUS_LOG_LEVEL:-warn}" "${PIN_SERVER[@]}" "$bin" --host 127.0.0.1 --port "${PORTS[i]}" \
 			--http-port "${HTTP_PORTS[i]}" --telemetry-port "${ports[3 * i + 2]}" --shutdown-timeout 3s \
 			"${flags[@]}" "${node[@]}" >"$log" 2>&1 &
 		SERVER_PIDS+=($!)
@@ -513,7 +530,7 @@ for name in "${SELECTED[@]}"; do
 			fi
 			one="$OUT/$tag.json"
 			# In the background, so that Ctrl-C reaches the trap at once (and it stops the run).
-			timeout -k 5 "$LOAD_TIMEOUT" bin/arqonbus-load -addr "127.0.0.1:${PORTS[0]}" "${args[@]}" \
+			timeout -k 5 "$LOAD_TIMEOUT" "${PIN_LOAD[@]}" bin/arqonbus-load -addr "127.0.0.1:${PORTS[0]}" "${args[@]}" \
 				"${TIMING[@]}" "${extra[@]}" -json >"$one" 2>"$OUT/load-$tag.log" &
 			LOAD_PID=$!
 			rc=0

@@ -42,6 +42,7 @@ type config struct {
 	MaxOutboundBytes  int
 	MaxRequestedBytes int
 	MaxLoopInboxBytes int
+	WriteCoalesce     time.Duration
 	MaxViolations     int
 	HandshakeTimeout  time.Duration
 	PingInterval      time.Duration
@@ -105,6 +106,7 @@ func (c *config) options() []option {
 		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
 		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
 		{"idle-timeout", "60s", "silence after which a client is disconnected", duration(&c.IdleTimeout)},
+		{"write-coalesce", "1ms", "how long a busy event loop may hold frames to write each connection's in one system call (0: write at once); a loop quiet for longer writes at once", nonNegativeDuration(&c.WriteCoalesce)},
 		{"frame-timeout", "30s", "time from a frame's (or fragmented message's) first byte to its last before close 1008", duration(&c.FrameTimeout)},
 		{"shutdown-timeout", "10s", "deadline for a graceful shutdown", duration(&c.ShutdownTimeout)},
 		{"replace-duplicate", "false", "a new connection with a live client id replaces the old one", boolean(&c.ReplaceDuplicate)},

@@ -180,6 +180,7 @@ func run(cfg *config) error {
 		IdleTimeout:       cfg.IdleTimeout,
 		FrameTimeout:      cfg.FrameTimeout,
 		MaxLoopInboxBytes: cfg.MaxLoopInboxBytes,
+		WriteCoalesce:     coalesce(cfg.WriteCoalesce),
 		Logger:            n.log,
 		OnRouted:          func(d time.Duration) { latency.Observe(d.Seconds()) },
 	}, n.bus)
@@ -479,6 +480,9 @@ func (n *node) Snapshot() ops.Snapshot {
 		TelemetryDropped:     n.tel.Dropped(),
 		SlowConsumers:        es.SlowConsumers,
 		LoopInboxDropped:     es.InboxDropped + n.telSrv.Stats().InboxDropped,
+		FramesWritten:        es.FramesOut,
+		SocketWrites:         es.Writes,
+		LoopWakeups:          es.Wakeups,
 		ChannelsEvicted:      n.bus.ChannelsEvicted(),
 		LimitRefusals: map[string]uint64{
 			"rate": c.RateLimited, "violations": c.ViolationCloses, "auth": c.AuthRefused, "connections": es.Refused,
@@ -543,4 +547,13 @@ func vcsStamp() (rev, when string) {
 		rev += "-dirty"
 	}
 	return rev, when
+}
+
+// coalesce maps --write-coalesce to engine.Config.WriteCoalesce, where 0 means the default and a
+// negative value means never hold.
+func coalesce(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
