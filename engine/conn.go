@@ -58,6 +58,7 @@ type Conn struct {
 	// shrinks as the client reads); pendingGranted is their share of pending.
 	granted        int
 	pendingGranted int
+	lastWrite      int64 // server clock of the last write to the socket (write coalescing)
 
 	closed atomic.Bool
 	gapped atomic.Bool // a frame for it was dropped: its loop closes it with 1013
@@ -236,6 +237,7 @@ func (c *Conn) flush() {
 		pending = pending[n:]
 	}
 	srv.stats.framesOut.Add(uint64(frames))
+	c.lastWrite = srv.clock()
 	c.resetPending()
 	c.granted = min(c.granted, c.gc.OutboundBuffered())
 }

@@ -96,9 +96,9 @@ func TestFullInboxDropsAndCloses(t *testing.T) {
 	}
 }
 
-// A loop that has just written holds the frames that follow for
-// WriteCoalesce and then writes each connection's in one call; a frame on a
-// quiet loop leaves at once.
+// A connection written to less than WriteCoalesce ago gets its next frames
+// in one write at the end of that span; a frame for a connection that was
+// quiet for a span leaves at once.
 func TestWriteCoalescing(t *testing.T) {
 	const hold = 50 * time.Millisecond
 	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
@@ -110,7 +110,7 @@ func TestWriteCoalescing(t *testing.T) {
 	a.Send(frame)
 	held.runAll()
 	if st := srv.Stats(); st.FramesOut != 1 || st.Writes != 1 {
-		t.Fatalf("a lone frame on a quiet loop: %d frames in %d writes, want it written at once", st.FramesOut, st.Writes)
+		t.Fatalf("a lone frame: %d frames in %d writes, want it written at once", st.FramesOut, st.Writes)
 	}
 	start := time.Now()
 	for range 3 {
@@ -118,8 +118,8 @@ func TestWriteCoalescing(t *testing.T) {
 		b.Send(frame)
 		held.runAll()
 	}
-	if st := srv.Stats(); st.FramesOut != 1 {
-		t.Fatalf("frames right after a write: %d written, want them held", st.FramesOut)
+	if st := srv.Stats(); st.FramesOut != 2 {
+		t.Fatalf("%d frames written, want 2: a's first, then b's first (b was quiet); the rest held", st.FramesOut)
 	}
 	for srv.Stats().FramesOut < 7 {
 		if time.Since(start) > 5*time.Second {
@@ -128,10 +128,17 @@ func TestWriteCoalescing(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 		held.runAll()
 	}
-	if st := srv.Stats(); st.Writes != 3 {
-		t.Errorf("6 held frames for 2 connections left in %d writes, want 2 (one writev each)", st.Writes-1)
+	if st := srv.Stats(); st.Writes != 4 {
+		t.Errorf("%d writes, want 4: two lone frames, then one writev each for a's 3 and b's 2 held frames", st.Writes)
 	}
 	if waited := time.Since(start); waited > hold+time.Second {
 		t.Errorf("held frames waited %v, want about %v", waited, hold)
+	}
+	// Quiet for a span again: at once.
+	time.Sleep(hold)
+	a.Send(frame)
+	held.runAll()
+	if st := srv.Stats(); st.FramesOut != 8 {
+		t.Errorf("a frame after a quiet span was held (%d frames out)", st.FramesOut)
 	}
 }
