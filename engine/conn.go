@@ -59,6 +59,7 @@ type Conn struct {
 	granted        int
 	pendingGranted int
 	lastWrite      int64 // server clock of the last write to the socket (write coalescing)
+	urgent         bool  // a pending frame must not be held: an answer, or a frame for this client alone
 
 	closed atomic.Bool
 	gapped atomic.Bool // a frame for it was dropped: its loop closes it with 1013
@@ -86,6 +87,9 @@ func (c *Conn) Write(frame []byte) {
 }
 
 func (c *Conn) enqueue(frame []byte) {
+	if c == c.loop.serving {
+		c.urgent = true
+	}
 	c.pending = append(c.pending, frame)
 	c.pendingN += len(frame)
 	if !c.dirty {
@@ -254,6 +258,7 @@ func (c *Conn) resetPending() {
 	}
 	c.pendingN = 0
 	c.pendingGranted = 0
+	c.urgent = false
 }
 
 // frameSink, for msgReader.

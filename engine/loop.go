@@ -36,6 +36,7 @@ type Loop struct {
 	warned int64 // server clock of the last warning about a full inbox
 
 	// Write coalescing (Config.WriteCoalesce), loop-only but for the timer.
+	serving    *Conn       // the connection whose traffic the loop is handling
 	held       []*Conn     // connections whose frames wait for their span to end (still dirty)
 	heldUntil  int64       // server clock when the first of them is due
 	flushArmed bool        // flushTimer will run flushHeld
@@ -146,9 +147,13 @@ func (l *Loop) runDrain(context.Context) error {
 			d.one.closeWith(d.closeCode, d.closeReason)
 		case d.one != nil && d.requested:
 			d.one.WriteRequested(d.frame)
+			d.one.urgent = true
 			delivered++
 		case d.one != nil:
+			// A frame for one client (a private message, an answer from elsewhere) is not held:
+			// holding pays off for a channel's fan-out, not for request and response.
 			d.one.Write(d.frame)
+			d.one.urgent = true
 			delivered++
 		default:
 			for _, c := range d.to {
@@ -230,7 +235,7 @@ func (l *Loop) flushSoon() {
 	for i := 0; i < len(l.dirty); i++ {
 		c := l.dirty[i]
 		l.dirty[i] = nil
-		if due := c.lastWrite + hold; c.lastWrite != 0 && due > now && !c.closing {
+		if due := c.lastWrite + hold; c.lastWrite != 0 && due > now && !c.closing && !c.urgent {
 			if len(l.held) == 0 || due < l.heldUntil {
 				l.heldUntil = due
 			}

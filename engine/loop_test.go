@@ -96,9 +96,10 @@ func TestFullInboxDropsAndCloses(t *testing.T) {
 	}
 }
 
-// A connection written to less than WriteCoalesce ago gets its next frames
-// in one write at the end of that span; a frame for a connection that was
-// quiet for a span leaves at once.
+// A connection written to less than WriteCoalesce ago gets its next fan-out
+// frames in one write at the end of that span; a frame for a connection that
+// was quiet for a span, or for one client alone (an answer, a private
+// message), leaves at once.
 func TestWriteCoalescing(t *testing.T) {
 	const hold = 50 * time.Millisecond
 	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
@@ -106,16 +107,16 @@ func TestWriteCoalescing(t *testing.T) {
 	l := newLoop(srv, held)
 	a, b := l.NewConn("a"), l.NewConn("b")
 	frame := TextFrame([]byte(`{"x":1}`))
+	both := []*Conn{a, b}
 
-	a.Send(frame)
+	l.Deliver(frame, []*Conn{a}, nil)
 	held.runAll()
 	if st := srv.Stats(); st.FramesOut != 1 || st.Writes != 1 {
 		t.Fatalf("a lone frame: %d frames in %d writes, want it written at once", st.FramesOut, st.Writes)
 	}
 	start := time.Now()
 	for range 3 {
-		a.Send(frame)
-		b.Send(frame)
+		l.Deliver(frame, both, nil)
 		held.runAll()
 	}
 	if st := srv.Stats(); st.FramesOut != 2 {
@@ -134,11 +135,17 @@ func TestWriteCoalescing(t *testing.T) {
 	if waited := time.Since(start); waited > hold+time.Second {
 		t.Errorf("held frames waited %v, want about %v", waited, hold)
 	}
-	// Quiet for a span again: at once.
-	time.Sleep(hold)
+	// Just written, but a frame for a alone (Send: an answer, a private message) is not held.
 	a.Send(frame)
 	held.runAll()
 	if st := srv.Stats(); st.FramesOut != 8 {
+		t.Errorf("a frame for one client right after a write was held (%d frames out)", st.FramesOut)
+	}
+	// Quiet for a span again: fan-out leaves at once too.
+	time.Sleep(hold)
+	l.Deliver(frame, []*Conn{a}, nil)
+	held.runAll()
+	if st := srv.Stats(); st.FramesOut != 9 {
 		t.Errorf("a frame after a quiet span was held (%d frames out)", st.FramesOut)
 	}
 }

@@ -380,6 +380,10 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	defer c.loop.flushSoon()
+	// Frames for the connection being served (answers to what it sent) are never held: a client
+	// that waits for each answer before its next request must not wait a span for each.
+	c.loop.serving = c
+	defer func() { c.loop.serving = nil }()
 	defer s.recoverLoop("message handler", c)
 	c.lastSeen = s.clock()
 	c.pinged = false
