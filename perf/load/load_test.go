@@ -247,6 +247,11 @@ func TestFanoutNoLoss(t *testing.T) {
 	if res.P50Ms <= 0 || res.MaxMs < res.P99Ms || res.P99Ms < res.P50Ms {
 		t.Errorf("implausible latencies p50 %v p99 %v max %v", res.P50Ms, res.P99Ms, res.MaxMs)
 	}
+	// A routed event carries the envelope, the generator's body and the server's metadata: a few
+	// hundred bytes.
+	if res.BytesPerDelivery < 100 || res.BytesPerDelivery > 2000 {
+		t.Errorf("%.0f bytes per delivery, want a few hundred", res.BytesPerDelivery)
+	}
 }
 
 func TestFanoutCountsLossAndDuplicates(t *testing.T) {

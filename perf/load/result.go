@@ -31,16 +31,19 @@ type Result struct {
 	WarmupS    float64 `json:"warmup_s,omitempty"`
 	DurationS  float64 `json:"duration_s,omitempty"`
 
-	Sent            int64   `json:"sent"` // messages sent in the window
-	SentPerSec      float64 `json:"sent_per_s"`
-	Expected        int64   `json:"expected"`  // deliveries due: each message times the subscribers of its channel
-	Delivered       int64   `json:"delivered"` // unique deliveries of window messages
-	DeliveredPerSec float64 `json:"delivered_per_s"`
-	P50Ms           float64 `json:"p50_ms"`
-	P99Ms           float64 `json:"p99_ms"`
-	P999Ms          float64 `json:"p999_ms"`
-	MaxMs           float64 `json:"max_ms"`
-	SendLagMaxMs    float64 `json:"send_lag_max_ms"` // worst publisher lateness against its schedule
+	Sent       int64   `json:"sent"` // messages sent in the window
+	SentPerSec float64 `json:"sent_per_s"`
+	Expected   int64   `json:"expected"`  // deliveries due: each message times the subscribers of its channel
+	Delivered  int64   `json:"delivered"` // unique deliveries of window messages
+	// BytesPerDelivery is the wire size of a delivered event (frame header included), averaged over
+	// the window's deliveries: what the server writes, and the kernel copies, per delivery.
+	BytesPerDelivery float64 `json:"bytes_per_delivery,omitempty"`
+	DeliveredPerSec  float64 `json:"delivered_per_s"`
+	P50Ms            float64 `json:"p50_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	P999Ms           float64 `json:"p999_ms"`
+	MaxMs            float64 `json:"max_ms"`
+	SendLagMaxMs     float64 `json:"send_lag_max_ms"` // worst publisher lateness against its schedule
 
 	// For the command scenario, sent counts requests, expected is the requests sent in the
 	// window, delivered their success answers, and lost those with no answer at all (neither
@@ -163,7 +166,7 @@ func WriteTable(w io.Writer, results []Result) error {
 	if labels {
 		fmt.Fprint(tw, "label\t")
 	}
-	fmt.Fprint(tw, "scenario\tparams\truns\tsent/s\tdeliv/s\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tlost\tdup\tooo\terrors\tdisc\tconn/s\tRSS B/conn\t")
+	fmt.Fprint(tw, "scenario\tparams\truns\tsent/s\tdeliv/s\tB/deliv\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\tlost\tdup\tooo\terrors\tdisc\tconn/s\tRSS B/conn\t")
 	if commands {
 		fmt.Fprint(tw, "timeouts\t")
 	}
@@ -190,9 +193,9 @@ func WriteTable(w io.Writer, results []Result) error {
 		if labels {
 			fmt.Fprintf(tw, "%s\t", r.Label)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t%s\t",
 			r.Scenario, r.Params, r.Runs,
-			num(traffic, "%.0f", r.SentPerSec), num(traffic, "%.0f", r.DeliveredPerSec),
+			num(traffic, "%.0f", r.SentPerSec), num(traffic, "%.0f", r.DeliveredPerSec), num(r.BytesPerDelivery > 0, "%.0f", r.BytesPerDelivery),
 			num(traffic, "%.2f", r.P50Ms), num(traffic, "%.2f", r.P99Ms), num(traffic, "%.2f", r.P999Ms), num(traffic, "%.2f", r.MaxMs),
 			num(traffic, "%.0f", float64(r.Lost)), num(traffic, "%.0f", float64(r.Dup)), num(traffic, "%.0f", float64(r.OutOfOrder)),
 			r.Errors, r.Disconnects+r.PublishErrors, r.ConnectPerSec, rss)

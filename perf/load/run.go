@@ -199,6 +199,7 @@ type subscriber struct {
 	windowStart int64 // unix ns: events sent before it are warm-up
 
 	counted   atomic.Int64 // unique events sent in the window (read by the drain wait)
+	bytes     int64        // wire bytes of the counted events
 	dup       int64
 	ooo       int64
 	unplanned int64 // events that are not from this channel's publishers or not ours at all
@@ -249,6 +250,7 @@ func (s *subscriber) handle(msg []byte, now int64) {
 		fallthrough
 	default:
 		s.counted.Add(1)
+		s.bytes += int64(wireSize(len(msg)))
 		s.lat.add(time.Duration(now - t))
 	}
 }
@@ -521,6 +523,13 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 		res.addStats(&s.connStats)
 	}
 	res.Lost = res.Expected - res.Delivered
+	if res.Delivered > 0 {
+		var b int64
+		for _, s := range subs {
+			b += s.bytes
+		}
+		res.BytesPerDelivery = float64(b) / float64(res.Delivered)
+	}
 	cpu.finish(&res, res.Delivered, res.Sent)
 	res.SentPerSec = float64(res.Sent) / cfg.Duration.Seconds()
 	res.DeliveredPerSec = float64(res.Delivered) / cfg.Duration.Seconds()
@@ -642,5 +651,17 @@ func waitDrain(ctx context.Context, drain time.Duration, expected int64, arrived
 	end := time.Now().Add(drain)
 	for time.Now().Before(end) && ctx.Err() == nil && arrived() < expected {
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wireSize is the size of an unmasked server frame carrying n bytes of payload (RFC 6455 5.2).
+func wireSize(n int) int {
+	switch {
+	case n < 126:
+		return n + 2
+	case n < 1<<16:
+		return n + 4
+	default:
+		return n + 10
 	}
 }
