@@ -22,7 +22,7 @@ test-deps: ## install what the tests need (redis-server, chromium, Node packages
 
 test: test-deps lint ## vet, gofmt, race-enabled tests, short fuzz runs
 	@echo "==> go test -race ./... (unit; integration against the real binary, itself built with -race; Node; headless Chromium)"
-	ARQONBUS_E2E_RACE=1 $(GO) test -race -count=1 -timeout 12m ./...
+	ARQONBUS_E2E_RACE=1 $(GO) test -race -count=1 -timeout 14m ./...
 	@$(MAKE) --no-print-directory fuzz-short
 
 fuzz-short: ## a short run of each fuzz target, counted in executions (longer: make fuzz-short FUZZTIME=20000000x)
