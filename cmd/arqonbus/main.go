@@ -198,6 +198,10 @@ func run(cfg *config) error {
 		Logger:           n.log,
 	}, n.tel.WSHandler(cfg.TelemetryMaxConnections))
 
+	// Before anything accepts: a SIGTERM that comes while the engines start (a client may already
+	// be connected) must wait its turn and shut down gracefully, not kill the process.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	if err := n.http.Start(); err != nil {
 		return fmt.Errorf("http on port %d: %w", cfg.HTTPPort, err)
 	}
@@ -230,8 +234,6 @@ func run(cfg *config) error {
 			"asked", cfg.MaxConnectionsAsked, "max_connections", cfg.MaxConnections, "file_limit", cfg.FileLimit)
 	}
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case err := <-n.clientErr:
 		return err
