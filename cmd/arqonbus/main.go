@@ -153,6 +153,16 @@ func run(cfg *config) error {
 		_ = n.store.Close(ctx)
 		return err
 	}
+	// A node that fails after registering (a port taken, an engine that stops) leaves the registry
+	// at once: otherwise its id counts as live for the node TTL and a restart under the same
+	// --node-id is refused. After a graceful shutdown this is a no-op.
+	defer func() {
+		if n.peers != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.peers.Close(cctx)
+			cancel()
+		}
+	}()
 
 	n.http = ops.New(ops.Options{
 		Addr:   net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.HTTPPort)),
