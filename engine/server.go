@@ -31,9 +31,10 @@ type Config struct {
 	IdleTimeout       time.Duration // silence after which the connection is closed
 	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
 	MaxLoopInboxBytes int           // frames queued for one event loop (plus a small cost per delivery); beyond, dropped
-	// WriteCoalesce is how long a loop that has just written may hold the next frames, so that a
-	// busy loop writes each connection's frames of that span in one writev instead of a syscall
-	// per frame. A loop quiet for longer writes at once. 0: the default (1ms); negative: never hold.
+	// WriteCoalesce is how long after a write to a connection its next fan-out frames may wait, so
+	// that a busy subscriber gets the frames of that span in one writev instead of a syscall each.
+	// A connection quiet for longer, answers and frames for one client alone are written at once.
+	// 0: the default (1ms); negative: never hold.
 	WriteCoalesce time.Duration
 	Logger        *slog.Logger
 	// OnRouted, if set, hears how long each delivery waited between being
