@@ -173,36 +173,19 @@ func TestJoinPosition(t *testing.T) {
 	}
 	cmdOK(t, pub, room, ch, "ping", nil) // the events are routed once this is answered
 	back := dial(t, s, client.WithClientID(uniqueName("sub2")))
-	id, err := sendCommand(back, room, ch, "join_channel", map[string]any{"since": at})
-	if err != nil {
-		t.Fatal(err)
+	got, answer := joinReplay(t, ctx, back, room, ch, map[string]any{"since": at})
+	var p struct {
+		Result struct {
+			Position string `json:"position"`
+			Replay   struct {
+				Replayed int  `json:"replayed"`
+				Complete bool `json:"complete"`
+			} `json:"replay"`
+		} `json:"result"`
 	}
-	var got []int
-	for {
-		env, err := back.Next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if env.Type == "event" {
-			got = append(got, seqOf(env))
-			continue
-		}
-		if env.RequestID() == id {
-			var p struct {
-				Result struct {
-					Position string `json:"position"`
-					Replay   struct {
-						Replayed int  `json:"replayed"`
-						Complete bool `json:"complete"`
-					} `json:"replay"`
-				} `json:"result"`
-			}
-			_ = json.Unmarshal(env.Payload, &p)
-			if p.Result.Replay.Replayed != 2 || !p.Result.Replay.Complete || !posLess(at, p.Result.Position) {
-				t.Errorf("resumed join: %s", env.Payload)
-			}
-			break
-		}
+	_ = json.Unmarshal(answer.Payload, &p)
+	if p.Result.Replay.Replayed != 2 || !p.Result.Replay.Complete || !posLess(at, p.Result.Position) {
+		t.Errorf("resumed join: %s", answer.Payload)
 	}
 	if len(got) != 2 || got[0] != 3 || got[1] != 4 {
 		t.Errorf("replayed %v before the join's answer, want [3 4]", got)
@@ -271,13 +254,26 @@ func TestReplayIsWhatLiveWouldHaveSent(t *testing.T) {
 	cmdOK(t, pub, room, ch, "ping", nil)
 	back := dial(t, s, client.WithClientID(id))
 	params := map[string]any{"since": at, "filter": map[string]any{"kind": "x"}}
-	rid, err := sendCommand(back, room, ch, "join_channel", params)
+	got, answer := joinReplay(t, ctx, back, room, ch, params)
+	if !strings.Contains(string(answer.Payload), `"replayed":2`) {
+		t.Errorf("join answer: %s", answer.Payload)
+	}
+	if len(got) != 2 || got[0] != 0 || got[1] != 3 {
+		t.Errorf("replayed %v, want [0 3] (pub's x events: not its own, not y)", got)
+	}
+}
+
+// joinReplay joins room:channel with params and returns the sequence numbers of the events that
+// came before the join's answer (the replay), and the answer.
+func joinReplay(t *testing.T, ctx context.Context, c *client.Conn, room, channel string, params map[string]any) ([]int, client.Envelope) {
+	t.Helper()
+	id, err := sendCommand(c, room, channel, "join_channel", params)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []int
 	for {
-		env, err := back.Next(ctx)
+		env, err := c.Next(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -285,14 +281,8 @@ func TestReplayIsWhatLiveWouldHaveSent(t *testing.T) {
 			got = append(got, seqOf(env))
 			continue
 		}
-		if env.RequestID() == rid {
-			if !strings.Contains(string(env.Payload), `"replayed":2`) {
-				t.Errorf("join answer: %s", env.Payload)
-			}
-			break
+		if env.RequestID() == id {
+			return got, env
 		}
-	}
-	if len(got) != 2 || got[0] != 0 || got[1] != 3 {
-		t.Errorf("replayed %v, want [0 3] (pub's x events: not its own, not y)", got)
 	}
 }

@@ -58,7 +58,7 @@ type Conn struct {
 	// shrinks as the client reads); pendingGranted is their share of pending.
 	granted        int
 	pendingGranted int
-	lastWrite      int64 // server clock of the last write to the socket (write coalescing)
+	lastWrite      int64 // server clock of the loop's last flush of it (write coalescing)
 	urgent         bool  // a pending frame must not be held: an answer, or a frame for this client alone
 
 	closed atomic.Bool
@@ -241,7 +241,6 @@ func (c *Conn) flush() {
 		pending = pending[n:]
 	}
 	srv.stats.framesOut.Add(uint64(frames))
-	c.lastWrite = srv.clock()
 	c.resetPending()
 	c.granted = min(c.granted, c.gc.OutboundBuffered())
 }

@@ -224,6 +224,7 @@ func (l *Loop) closeGapped() {
 // traffic) leaves at once. Called at the end of each loop callback that may
 // have queued frames.
 func (l *Loop) flushSoon() {
+	l.serving = nil
 	hold := int64(l.srv.cfg.WriteCoalesce)
 	if hold <= 0 {
 		l.flushDirty()
@@ -244,6 +245,7 @@ func (l *Loop) flushSoon() {
 		}
 		c.dirty = false
 		c.flush()
+		c.lastWrite = now
 	}
 	l.dirty = l.dirty[:0]
 	if len(l.held) == 0 {
@@ -271,11 +273,13 @@ func (l *Loop) flushDirty() {
 		l.held[i] = nil
 	}
 	l.held = l.held[:0]
+	now := l.srv.clock()
 	for i := 0; i < len(l.dirty); i++ {
 		c := l.dirty[i]
 		l.dirty[i] = nil
 		c.dirty = false
 		c.flush()
+		c.lastWrite = now
 	}
 	l.dirty = l.dirty[:0]
 	l.observeWritten()

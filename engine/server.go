@@ -383,8 +383,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	defer c.loop.flushSoon()
 	// Frames for the connection being served (answers to what it sent) are never held: a client
 	// that waits for each answer before its next request must not wait a span for each.
+	// flushSoon clears it.
 	c.loop.serving = c
-	defer func() { c.loop.serving = nil }()
 	defer s.recoverLoop("message handler", c)
 	c.lastSeen = s.clock()
 	c.pinged = false
