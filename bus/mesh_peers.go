@@ -175,7 +175,7 @@ func (m *mesh) serveCommand(in *peerMsg) {
 	}
 	f := &commands.Inflight{RequestID: in.req, Room: in.room, Channel: in.channel, Handler: conn,
 		RequesterNode: in.from, RequesterID: in.sender, Frame: engine.TextFrame(in.body)}
-	if m.b.pending.Add(f, nil, 0) == commands.Conflict {
+	if m.b.pending.Add(f, nil, 0, nil) == commands.Conflict {
 		refuse(codec.Conflict("you have a command with this id in flight to that handler already"))
 	}
 }

@@ -102,7 +102,11 @@ func (b *Bus) routeLocal(p *publishing, attrs *msgAttrs, sender *engine.Conn, ch
 		p.done = sa.stored
 	}
 	attrs.reset(env)
-	published := ch.Publish(p, attrs)
+	var here *engine.Loop
+	if onLoop {
+		here = sender.Loop()
+	}
+	published := ch.PublishFrom(here, p, attrs)
 	attrs.reset(nil)
 	pos := p.pos
 	p.env, p.done, p.sender = nil, nil, nil
@@ -129,7 +133,7 @@ func (b *Bus) private(s *session, env *codec.Envelope, msg []byte) {
 		b.broker.private(s, env, target, msg)
 		return
 	}
-	c.Send(engine.TextFrame(msg))
+	c.SendFrom(s.conn.Loop(), engine.TextFrame(msg))
 	b.stats.privates.Add(1)
 	if wantsAck(env.Metadata) {
 		b.respond(s, env, ackResult(1, persist.Position{}, false))
@@ -240,15 +244,15 @@ func (b *Bus) forward(s *session, env *codec.Envelope, msg []byte, h *engine.Con
 
 // sendToHandler sends a command to its local handler, now in flight there
 // (commands.Pending's forward: it holds the table's lock).
-func (b *Bus) sendToHandler(f *commands.Inflight) {
-	f.Handler.Send(f.Frame)
+func (b *Bus) sendToHandler(f *commands.Inflight, here *engine.Loop) {
+	f.Handler.SendFrom(here, f.Frame)
 	b.stats.forwarded.Add(1)
 }
 
 // addPending records f, a command s sent, as in flight to its handler (or
 // waiting for its turn), or tells s why not.
 func (b *Bus) addPending(s *session, env *codec.Envelope, f *commands.Inflight) bool {
-	switch b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands)) {
+	switch b.pending.Add(f, &s.outstanding, int32(b.cfg.MaxPendingCommands), s.conn.Loop()) {
 	case commands.Full:
 		b.stats.rateLimited.Add(1)
 		b.sendError(s, env, codec.RateLimited("too many commands in flight; wait for answers", int64(b.cfg.CommandTimeout/time.Millisecond)))
@@ -276,7 +280,7 @@ func (b *Bus) commandResponse(s *session, env *codec.Envelope, msg []byte) {
 		return
 	}
 	if !f.Requester.Closed() {
-		f.Requester.SendRequested(engine.TextFrame(msg)) // an answer the requester asked for
+		f.Requester.SendRequestedFrom(s.conn.Loop(), engine.TextFrame(msg)) // an answer the requester asked for
 	}
 }
 
@@ -296,7 +300,7 @@ func (b *Bus) commandTimedOut(f *commands.Inflight) {
 func (b *Bus) telemetry(s *session, env *codec.Envelope, msg []byte) {
 	frame := engine.TextFrame(msg)
 	if ch := b.hub.Channel(TelemetryChannel); ch != nil {
-		ch.Publish(fanout.Frame{Data: frame, Sender: s.conn}, nil)
+		ch.PublishFrom(s.conn.Loop(), fanout.Frame{Data: frame, Sender: s.conn}, nil)
 	}
 	if b.tel != nil {
 		b.tel.Forward(frame)

@@ -71,10 +71,10 @@ func TestPendingResolveOnceAndOnlyFromItsHandler(t *testing.T) {
 	p := NewPending(time.Hour, func(f *Inflight) { timedOut <- f }, nil)
 	h, other, req := &engine.Conn{}, &engine.Conn{}, &engine.Conn{}
 	var outstanding atomic.Int32
-	if r := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10); r != Sent {
+	if r := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10, nil); r != Sent {
 		t.Fatal("add", r)
 	}
-	if r := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10); r != Conflict {
+	if r := p.Add(&Inflight{RequestID: "arq_1", Requester: req, Handler: h}, &outstanding, 10, nil); r != Conflict {
 		t.Fatal("the same id twice from one requester to one handler was accepted", r)
 	}
 	if p.Resolve(other, "arq_1") != nil {
@@ -92,22 +92,22 @@ func TestPendingResolveOnceAndOnlyFromItsHandler(t *testing.T) {
 // answer, then goes to the handler; each answer resolves its own command.
 func TestPendingSameIDFromTwoRequesters(t *testing.T) {
 	var sent []*Inflight
-	p := NewPending(time.Hour, func(*Inflight) {}, func(f *Inflight) { sent = append(sent, f) })
+	p := NewPending(time.Hour, func(*Inflight) {}, func(f *Inflight, _ *engine.Loop) { sent = append(sent, f) })
 	h, a, b := &engine.Conn{}, &engine.Conn{}, &engine.Conn{}
 	var oa, ob atomic.Int32
 	fa := &Inflight{RequestID: "arq_cmd_001", Requester: a, Handler: h, Frame: []byte("a")}
 	fb := &Inflight{RequestID: "arq_cmd_001", Requester: b, Handler: h, Frame: []byte("b")}
 	fc := &Inflight{RequestID: "arq_cmd_001", RequesterNode: "n1", RequesterID: "c", Handler: h, Frame: []byte("c")}
-	if r := p.Add(fa, &oa, 10); r != Sent || len(sent) != 1 || sent[0] != fa {
+	if r := p.Add(fa, &oa, 10, nil); r != Sent || len(sent) != 1 || sent[0] != fa {
 		t.Fatal("first", r, sent)
 	}
-	if r := p.Add(fb, &ob, 10); r != Queued || len(sent) != 1 {
+	if r := p.Add(fb, &ob, 10, nil); r != Queued || len(sent) != 1 {
 		t.Fatal("second", r, sent)
 	}
-	if r := p.Add(fc, nil, 0); r != Queued || len(sent) != 1 {
+	if r := p.Add(fc, nil, 0, nil); r != Queued || len(sent) != 1 {
 		t.Fatal("third (a remote requester)", r, sent)
 	}
-	if r := p.Add(&Inflight{RequestID: "arq_cmd_001", RequesterNode: "n1", RequesterID: "c", Handler: h}, nil, 0); r != Conflict {
+	if r := p.Add(&Inflight{RequestID: "arq_cmd_001", RequesterNode: "n1", RequesterID: "c", Handler: h}, nil, 0, nil); r != Conflict {
 		t.Fatal("the remote requester's id twice", r)
 	}
 	if p.Len() != 3 || ob.Load() != 1 {
@@ -134,13 +134,13 @@ func TestPendingQueueTimeoutAndDrop(t *testing.T) {
 	timedOut := make(chan *Inflight, 4)
 	var mu sync.Mutex
 	var sent []*Inflight
-	p := NewPending(80*time.Millisecond, func(f *Inflight) { timedOut <- f }, func(f *Inflight) { mu.Lock(); sent = append(sent, f); mu.Unlock() })
+	p := NewPending(80*time.Millisecond, func(f *Inflight) { timedOut <- f }, func(f *Inflight, _ *engine.Loop) { mu.Lock(); sent = append(sent, f); mu.Unlock() })
 	h := &engine.Conn{}
 	fa := &Inflight{RequestID: "arq_x", Requester: &engine.Conn{}, Handler: h}
-	p.Add(fa, nil, 0)
+	p.Add(fa, nil, 0, nil)
 	time.Sleep(40 * time.Millisecond)
 	fb := &Inflight{RequestID: "arq_x", Requester: &engine.Conn{}, Handler: h}
-	p.Add(fb, nil, 0)
+	p.Add(fb, nil, 0, nil)
 	if f := <-timedOut; f != fa {
 		t.Fatal("first timeout", f)
 	}
@@ -153,12 +153,12 @@ func TestPendingQueueTimeoutAndDrop(t *testing.T) {
 		t.Fatal("second timeout", f)
 	}
 
-	p2 := NewPending(time.Hour, func(*Inflight) {}, func(f *Inflight) { mu.Lock(); sent = append(sent, f); mu.Unlock() })
+	p2 := NewPending(time.Hour, func(*Inflight) {}, func(f *Inflight, _ *engine.Loop) { mu.Lock(); sent = append(sent, f); mu.Unlock() })
 	sent = nil
 	for i := 0; i < 3; i++ {
-		p2.Add(&Inflight{RequestID: "arq_y", Requester: &engine.Conn{}, Handler: h}, nil, 0)
+		p2.Add(&Inflight{RequestID: "arq_y", Requester: &engine.Conn{}, Handler: h}, nil, 0, nil)
 	}
-	p2.Add(&Inflight{RequestID: "arq_z", Requester: &engine.Conn{}, Handler: h}, nil, 0)
+	p2.Add(&Inflight{RequestID: "arq_z", Requester: &engine.Conn{}, Handler: h}, nil, 0, nil)
 	if lost := p2.DropHandler(h); len(lost) != 4 || len(sent) != 2 || p2.Len() != 0 {
 		t.Fatalf("drop took %d, sent %d, left %d", len(lost), len(sent), p2.Len())
 	}
@@ -169,7 +169,7 @@ func TestPendingRemoteHandlerKeyedByRequester(t *testing.T) {
 	remote := RemoteHandlerName("node1~x", "db")
 	a := &Inflight{RequestID: "arq_cmd_001", Requester: &engine.Conn{}, RequesterID: "api", RemoteHandler: remote}
 	b := &Inflight{RequestID: "arq_cmd_001", Requester: &engine.Conn{}, RequesterID: "web", RemoteHandler: remote}
-	if p.Add(a, nil, 0) != Sent || p.Add(b, nil, 0) != Sent {
+	if p.Add(a, nil, 0, nil) != Sent || p.Add(b, nil, 0, nil) != Sent {
 		t.Fatal("two requesters' same id to a remote handler")
 	}
 	if p.ResolveRemote(remote, "web", "arq_cmd_001") != b || p.ResolveRemote(remote, "api", "arq_cmd_001") != a {
@@ -177,9 +177,9 @@ func TestPendingRemoteHandlerKeyedByRequester(t *testing.T) {
 	}
 	h := &engine.Conn{}
 	queued := &Inflight{RequestID: "arq_q", RequesterNode: "node1~x", RequesterID: "c2", Handler: h}
-	p.Add(&Inflight{RequestID: "arq_q", RequesterNode: "node1~x", RequesterID: "c1", Handler: h}, nil, 0)
-	p.Add(queued, nil, 0)
-	p.Add(&Inflight{RequestID: "arq_r", Requester: &engine.Conn{}, RequesterID: "api", RemoteHandler: remote}, nil, 0)
+	p.Add(&Inflight{RequestID: "arq_q", RequesterNode: "node1~x", RequesterID: "c1", Handler: h}, nil, 0, nil)
+	p.Add(queued, nil, 0, nil)
+	p.Add(&Inflight{RequestID: "arq_r", Requester: &engine.Conn{}, RequesterID: "api", RemoteHandler: remote}, nil, 0, nil)
 	lost := p.DropNode("node1~x")
 	if len(lost) != 2 || p.Len() != 1 {
 		t.Fatalf("drop node took %d, left %d: want the forwarded one and the waiting one, not the one in flight here", len(lost), p.Len())
@@ -192,11 +192,11 @@ func TestPendingLimitTimeoutAndHandlerLoss(t *testing.T) {
 	h, req := &engine.Conn{}, &engine.Conn{}
 	var outstanding atomic.Int32
 	for _, id := range []string{"arq_a", "arq_b"} {
-		if r := p.Add(&Inflight{RequestID: id, Requester: req, Handler: h}, &outstanding, 2); r != Sent {
+		if r := p.Add(&Inflight{RequestID: id, Requester: req, Handler: h}, &outstanding, 2, nil); r != Sent {
 			t.Fatal(id)
 		}
 	}
-	if r := p.Add(&Inflight{RequestID: "arq_c", Requester: req, Handler: h}, &outstanding, 2); r != Full {
+	if r := p.Add(&Inflight{RequestID: "arq_c", Requester: req, Handler: h}, &outstanding, 2, nil); r != Full {
 		t.Fatal("over the limit was accepted")
 	}
 	lost := p.DropHandler(h)
@@ -208,7 +208,7 @@ func TestPendingLimitTimeoutAndHandlerLoss(t *testing.T) {
 		t.Fatalf("%s timed out after its handler was dropped", f.RequestID)
 	case <-time.After(120 * time.Millisecond):
 	}
-	p.Add(&Inflight{RequestID: "arq_d", Requester: req, Handler: h}, &outstanding, 2)
+	p.Add(&Inflight{RequestID: "arq_d", Requester: req, Handler: h}, &outstanding, 2, nil)
 	select {
 	case f := <-timedOut:
 		if f.RequestID != "arq_d" || outstanding.Load() != 0 {

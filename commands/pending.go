@@ -75,7 +75,7 @@ func RemoteHandlerName(instance, clientID string) string { return instance + "/"
 type Pending struct {
 	timeout   time.Duration
 	onTimeout func(*Inflight)
-	forward   func(*Inflight)
+	forward   func(f *Inflight, here *engine.Loop)
 
 	mu        sync.Mutex
 	byKey     map[pendingKey]*slot
@@ -87,8 +87,10 @@ type Pending struct {
 // from Add, waiting included), calling onTimeout (from a timer goroutine)
 // for each. forward sends a command (f.Frame) to its local handler when it
 // becomes the one in flight there with its id; it is called with the
-// table's lock held, so it must only hand the frame over (engine.Conn.Send).
-func NewPending(timeout time.Duration, onTimeout, forward func(*Inflight)) *Pending {
+// table's lock held, so it must only hand the frame over
+// (engine.Conn.SendFrom), and with here, the event loop the caller of Add
+// runs on, when Add sends at once (nil when a settled command releases it).
+func NewPending(timeout time.Duration, onTimeout func(*Inflight), forward func(f *Inflight, here *engine.Loop)) *Pending {
 	return &Pending{
 		timeout:   timeout,
 		onTimeout: onTimeout,
@@ -116,8 +118,9 @@ const (
 
 // Add records f, counted against outstanding (when not nil) unless
 // outstanding is already at limit (Full), and sends it to a local handler
-// now or when the command with its id ahead of it is settled.
-func (p *Pending) Add(f *Inflight, outstanding *atomic.Int32, limit int32) AddResult {
+// now or when the command with its id ahead of it is settled. here is the
+// event loop the caller runs on (nil: none), for forward.
+func (p *Pending) Add(f *Inflight, outstanding *atomic.Int32, limit int32, here *engine.Loop) AddResult {
 	if outstanding != nil && outstanding.Add(1) > limit {
 		outstanding.Add(-1)
 		return Full
@@ -158,14 +161,14 @@ func (p *Pending) Add(f *Inflight, outstanding *atomic.Int32, limit int32) AddRe
 	if len(s.queue) > 1 {
 		return Queued
 	}
-	p.sendLocked(f)
+	p.sendLocked(f, here)
 	return Sent
 }
 
 // sendLocked hands f to its local handler; p.mu is held.
-func (p *Pending) sendLocked(f *Inflight) {
+func (p *Pending) sendLocked(f *Inflight, here *engine.Loop) {
 	if f.Handler != nil && p.forward != nil {
-		p.forward(f)
+		p.forward(f, here)
 	}
 	f.Frame = nil
 }
@@ -283,7 +286,7 @@ func (p *Pending) removeLocked(f *Inflight) bool {
 		for len(s.queue) > 0 {
 			g := s.queue[0]
 			if g.Requester == nil || !g.Requester.Closed() {
-				p.sendLocked(g)
+				p.sendLocked(g, nil)
 				break
 			}
 			g.timer.Stop()

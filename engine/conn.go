@@ -60,6 +60,7 @@ type Conn struct {
 	pendingGranted int
 	lastWrite      int64 // server clock of the loop's last flush of it (write coalescing)
 	urgent         bool  // a pending frame must not be held: an answer, or a frame for this client alone
+	held           bool  // in loop.held: its frames wait for the end of its coalescing span
 
 	closed atomic.Bool
 	gapped atomic.Bool // a frame for it was dropped: its loop closes it with 1013
@@ -88,7 +89,7 @@ func (c *Conn) Write(frame []byte) {
 
 func (c *Conn) enqueue(frame []byte) {
 	if c == c.loop.serving {
-		c.urgent = true
+		c.markUrgent()
 	}
 	c.pending = append(c.pending, frame)
 	c.pendingN += len(frame)
@@ -98,9 +99,45 @@ func (c *Conn) enqueue(frame []byte) {
 	}
 }
 
+// markUrgent says the pending frames must leave at the end of this callback,
+// also when the connection's earlier frames were being held. Loop only.
+func (c *Conn) markUrgent() {
+	c.urgent = true
+	if c.held {
+		c.loop.heldUrgent = true
+	}
+}
+
 // Send queues an encoded frame for this connection from any goroutine.
 func (c *Conn) Send(frame []byte) {
 	c.loop.post(delivery{frame: frame, one: c})
+}
+
+// SendFrom is Send by a caller that runs on loop here (inside a Handler
+// callback there; nil when it runs elsewhere): a frame for a connection on the
+// same loop is queued at once instead of through the inbox (see
+// Loop.DeliverFrom). Like Send, it is never held for coalescing.
+func (c *Conn) SendFrom(here *Loop, frame []byte) {
+	if !c.loop.local(here) {
+		c.Send(frame)
+		return
+	}
+	c.Write(frame)
+	c.markUrgent()
+	c.loop.srv.stats.deliveries.Add(1)
+	c.loop.routedNow()
+}
+
+// SendRequestedFrom is SendRequested by a caller on loop here (see SendFrom).
+func (c *Conn) SendRequestedFrom(here *Loop, frame []byte) {
+	if !c.loop.local(here) {
+		c.SendRequested(frame)
+		return
+	}
+	c.WriteRequested(frame)
+	c.markUrgent()
+	c.loop.srv.stats.deliveries.Add(1)
+	c.loop.routedNow()
 }
 
 // WriteRequested is Write for a frame the client asked for (a replay, a

@@ -29,15 +29,17 @@ type Loop struct {
 	gapped atomic.Bool
 
 	// Loop-only state.
-	spare  []delivery
-	dirty  []*Conn // connections with pending frames
-	conns  map[*Conn]struct{}
-	drain  gnet.RunnableFunc
-	warned int64 // server clock of the last warning about a full inbox
+	draining bool // runDrain is working through a batch
+	spare    []delivery
+	dirty    []*Conn // connections with pending frames
+	conns    map[*Conn]struct{}
+	drain    gnet.RunnableFunc
+	warned   int64 // server clock of the last warning about a full inbox
 
 	// Write coalescing (Config.WriteCoalesce), loop-only but for the timer.
 	serving    *Conn       // the connection whose traffic the loop is handling
 	held       []*Conn     // connections whose frames wait for their span to end (still dirty)
+	heldUrgent bool        // one of them got a frame that must not wait
 	heldUntil  int64       // server clock when the first of them is due
 	flushArmed bool        // flushTimer will run flushHeld
 	flushTimer *time.Timer // wakes the loop to write what it held
@@ -80,6 +82,53 @@ func newLoop(srv *Server, el gnet.EventLoop) *Loop {
 // every connection in it must live on this loop. Safe from any goroutine.
 func (l *Loop) Deliver(frame []byte, to []*Conn, except *Conn) {
 	l.post(delivery{frame: frame, to: to, except: except})
+}
+
+// DeliverFrom is Deliver by a caller that runs on loop here (inside a Handler
+// callback there; nil when it runs elsewhere). A frame for one connection on
+// here itself (one-to-one traffic: a small channel, its sender excepted) is
+// queued on it at once: a post to one's own loop costs a wake-up of the loop
+// (an eventfd write and another epoll return) for nothing. A fan-out still
+// goes through the inbox, drained once the loop has read everything ready:
+// the frames of all the messages read in that pass then leave together.
+func (l *Loop) DeliverFrom(here *Loop, frame []byte, to []*Conn, except *Conn) {
+	var one *Conn
+	switch {
+	case len(to) == 1 && to[0] != except:
+		one = to[0]
+	case len(to) == 2 && to[0] == except:
+		one = to[1]
+	case len(to) == 2 && to[1] == except:
+		one = to[0]
+	}
+	if one == nil || !l.local(here) {
+		l.Deliver(frame, to, except)
+		return
+	}
+	one.Write(frame)
+	l.srv.stats.deliveries.Add(1)
+	l.routedNow()
+}
+
+// local reports whether a caller on loop here may queue frames for l's
+// connections directly. Only on l itself, and only while nothing posted to l
+// earlier waits in its inbox or in the batch being drained: those came first
+// (a channel's earlier event, a join's replay) and must be written first.
+func (l *Loop) local(here *Loop) bool {
+	if here != l || l.draining {
+		return false
+	}
+	l.mu.Lock()
+	empty := len(l.inbox) == 0
+	l.mu.Unlock()
+	return empty
+}
+
+// routedNow reports a delivery written without waiting in the inbox to OnRouted. Loop only.
+func (l *Loop) routedNow() {
+	if l.srv.cfg.OnRouted != nil {
+		l.unobserved = append(l.unobserved, l.srv.clock())
+	}
 }
 
 // deliveryOverhead is what a queued delivery costs besides its frame.
@@ -134,6 +183,8 @@ func (l *Loop) runDrain(context.Context) error {
 		l.closeGapped()
 	}
 
+	l.draining = true
+	defer l.doneDraining() // also after a panic, or frames for this loop would always take the inbox
 	var delivered uint64
 	for i := range batch {
 		d := &batch[i]
@@ -147,13 +198,13 @@ func (l *Loop) runDrain(context.Context) error {
 			d.one.closeWith(d.closeCode, d.closeReason)
 		case d.one != nil && d.requested:
 			d.one.WriteRequested(d.frame)
-			d.one.urgent = true
+			d.one.markUrgent()
 			delivered++
 		case d.one != nil:
 			// A frame for one client (a private message, an answer from elsewhere) is not held:
 			// holding pays off for a channel's fan-out, not for request and response.
 			d.one.Write(d.frame)
-			d.one.urgent = true
+			d.one.markUrgent()
 			delivered++
 		default:
 			for _, c := range d.to {
@@ -174,11 +225,13 @@ func (l *Loop) runDrain(context.Context) error {
 			}
 		}
 	}
-	l.flushSoon()
+	l.flushPass(true)
 	clear(batch)
 	l.spare = batch[:0]
 	return nil
 }
+
+func (l *Loop) doneDraining() { l.draining = false }
 
 // dropped counts a delivery refused by a full inbox and marks its
 // recipients: a client that silently missed a frame could not know to catch
@@ -223,7 +276,15 @@ func (l *Loop) closeGapped() {
 // for a connection that was quiet for a span (a lone message, one-to-one
 // traffic) leaves at once. Called at the end of each loop callback that may
 // have queued frames.
-func (l *Loop) flushSoon() {
+func (l *Loop) flushSoon() { l.flushPass(false) }
+
+// flushPass is flushSoon. After a drain (drained), held connections whose
+// span has ended, or nearly, are written too: a loop busy with fan-out then
+// writes them on its way, with the frames it just drained, and its timer only
+// has to wake a loop that went quiet. Not after reading a message: its
+// frames are still in the inbox, and would miss the write and wait a whole
+// span for the next one.
+func (l *Loop) flushPass(drained bool) {
 	l.serving = nil
 	hold := int64(l.srv.cfg.WriteCoalesce)
 	if hold <= 0 {
@@ -240,6 +301,7 @@ func (l *Loop) flushSoon() {
 			if len(l.held) == 0 || due < l.heldUntil {
 				l.heldUntil = due
 			}
+			c.held = true
 			l.held = append(l.held, c) // stays dirty: its next frames join the pending ones
 			continue
 		}
@@ -248,7 +310,18 @@ func (l *Loop) flushSoon() {
 		c.lastWrite = now
 	}
 	l.dirty = l.dirty[:0]
+	switch {
+	case drained && len(l.held) > 0 && l.heldUntil <= now+heldSlack(hold):
+		// All of them, not only those whose span ended: written together, they
+		// stay in step and keep being written together.
+		l.flushDirty()
+	case l.heldUrgent:
+		l.flushUrgentHeld(now)
+	}
 	if len(l.held) == 0 {
+		if l.flushArmed && l.flushTimer.Stop() {
+			l.flushArmed = false
+		}
 		l.observeWritten()
 		return
 	}
@@ -258,7 +331,32 @@ func (l *Loop) flushSoon() {
 	}
 }
 
-// runFlushHeld writes what the loop held, when the timer says its span ended.
+// flushUrgentHeld writes the held connections that got a frame that must not
+// wait (an answer, a private message), and holds the others on.
+func (l *Loop) flushUrgentHeld(now int64) {
+	l.heldUrgent = false
+	kept := l.held[:0]
+	// Indexed: a failed write runs OnClose, which must not see a half-built list.
+	for i := 0; i < len(l.held); i++ {
+		c := l.held[i]
+		l.held[i] = nil
+		if !c.urgent && !c.closing {
+			kept = append(kept, c)
+			continue
+		}
+		c.held = false
+		c.dirty = false
+		c.flush()
+		c.lastWrite = now
+	}
+	l.held = kept
+}
+
+// heldSlack is how early held connections may be written: when the first
+// span ends that soon, they go now rather than cost the loop a wake-up.
+func heldSlack(hold int64) int64 { return hold / 8 }
+
+// runFlushHeld writes what the loop held, when the timer says a span ended.
 func (l *Loop) runFlushHeld(context.Context) error {
 	defer l.srv.recoverLoop("flush", nil)
 	l.flushArmed = false
@@ -269,10 +367,12 @@ func (l *Loop) runFlushHeld(context.Context) error {
 // flushDirty writes every connection's pending frames now, held ones included.
 func (l *Loop) flushDirty() {
 	for i := 0; i < len(l.held); i++ {
+		l.held[i].held = false
 		l.dirty = append(l.dirty, l.held[i])
 		l.held[i] = nil
 	}
 	l.held = l.held[:0]
+	l.heldUrgent = false
 	now := l.srv.clock()
 	for i := 0; i < len(l.dirty); i++ {
 		c := l.dirty[i]

@@ -149,3 +149,66 @@ func TestWriteCoalescing(t *testing.T) {
 		t.Errorf("a frame after a quiet span was held (%d frames out)", st.FramesOut)
 	}
 }
+
+// A frame for one client that finds its fan-out frames held takes them along
+// at once; the other held connections keep waiting for the end of the span.
+func TestUrgentFrameReleasesHeldConnection(t *testing.T) {
+	const hold = time.Hour // only the urgent frame can release anything
+	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	held := &heldLoop{}
+	l := newLoop(srv, held)
+	a, b := l.NewConn("a"), l.NewConn("b")
+	frame := TextFrame([]byte(`{"x":1}`))
+	both := []*Conn{a, b}
+
+	l.Deliver(frame, both, nil) // both quiet: written at once
+	held.runAll()
+	l.Deliver(frame, both, nil) // both just written: held
+	held.runAll()
+	if st := srv.Stats(); st.FramesOut != 2 {
+		t.Fatalf("%d frames out, want 2 (the second fan-out held)", st.FramesOut)
+	}
+	a.Send(frame)
+	held.runAll()
+	if st := srv.Stats(); st.FramesOut != 4 || st.Writes != 3 {
+		t.Fatalf("after a frame for a alone: %d frames in %d writes, want 4 in 3 (a's held frame and the new one together)", st.FramesOut, st.Writes)
+	}
+	if len(l.held) != 1 || l.held[0] != b {
+		t.Errorf("held %d connections, want b alone", len(l.held))
+	}
+	l.flushDirty()
+	if st := srv.Stats(); st.FramesOut != 5 {
+		t.Errorf("%d frames out after flushing, want 5", st.FramesOut)
+	}
+}
+
+// On its own loop, DeliverFrom queues frames on the connections without a
+// trip through the inbox (no wake-up), but behind anything already posted
+// there: what was posted first is written first.
+func TestDeliverFromOwnLoop(t *testing.T) {
+	srv := New(Config{WriteCoalesce: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	held := &heldLoop{}
+	l, other := newLoop(srv, held), newLoop(srv, &heldLoop{})
+	a := l.NewConn("a")
+	first, second := TextFrame([]byte(`{"n":1}`)), TextFrame([]byte(`{"n":2}`))
+
+	l.DeliverFrom(l, first, []*Conn{a}, nil)
+	if len(held.tasks) != 0 || len(a.pending) != 1 {
+		t.Fatalf("on its own loop: %d tasks posted, %d frames pending; want none posted, one pending", len(held.tasks), len(a.pending))
+	}
+	l.flushSoon()
+	if st := srv.Stats(); st.FramesOut != 1 || st.Deliveries != 1 {
+		t.Fatalf("%d frames out, %d deliveries counted; want 1 and 1", st.FramesOut, st.Deliveries)
+	}
+
+	l.DeliverFrom(other, first, []*Conn{a}, nil) // from another loop: through the inbox
+	l.DeliverFrom(l, second, []*Conn{a}, nil)    // behind it, though on its own loop
+	a.SendFrom(l, second)
+	if len(held.tasks) != 1 || len(l.inbox) != 3 || len(a.pending) != 0 {
+		t.Fatalf("behind a posted frame: %d tasks, %d in the inbox, %d pending; want 1, 3, 0", len(held.tasks), len(l.inbox), len(a.pending))
+	}
+	held.runAll()
+	if st := srv.Stats(); st.FramesOut != 4 {
+		t.Fatalf("%d frames out, want 4", st.FramesOut)
+	}
+}

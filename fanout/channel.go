@@ -199,6 +199,13 @@ type Preparer interface {
 // members exist. The frame is shared by all recipients and must not be
 // modified afterwards; a nil frame publishes nothing.
 func (ch *Channel) Publish(p Preparer, attrs Attrs) Published {
+	return ch.PublishFrom(nil, p, attrs)
+}
+
+// PublishFrom is Publish by a caller that runs on event loop here (a message
+// handler; nil elsewhere): members on that loop get the frame queued at once
+// instead of through the loop's inbox (engine.Loop.DeliverFrom).
+func (ch *Channel) PublishFrom(here *engine.Loop, p Preparer, attrs Attrs) Published {
 	ch.mu.Lock()
 	if ch.deleted {
 		// Removed from the hub (an event from another node found it just
@@ -216,11 +223,11 @@ func (ch *Channel) Publish(p Preparer, attrs Attrs) Published {
 	ch.published.Add(1)
 	handed := 0
 	for _, g := range set.groups {
-		g.loop.Deliver(frame, g.conns, except)
+		g.loop.DeliverFrom(here, frame, g.conns, except)
 		handed += len(g.conns)
 	}
 	if len(set.filtered) > 0 {
-		handed += deliverFiltered(set.filtered, frame, except, attrs)
+		handed += deliverFiltered(here, set.filtered, frame, except, attrs)
 	}
 	ch.mu.Unlock()
 	ch.lastActivity.Store(time.Now().UnixNano())
@@ -269,7 +276,7 @@ func (f Frame) Prepare(*Channel) ([]byte, *engine.Conn) { return f.Data, f.Sende
 
 // deliverFiltered hands each loop the filtered members that match, in one
 // delivery per loop.
-func deliverFiltered(members []filteredMember, frame []byte, except *engine.Conn, attrs Attrs) int {
+func deliverFiltered(here *engine.Loop, members []filteredMember, frame []byte, except *engine.Conn, attrs Attrs) int {
 	var byLoop map[*engine.Loop][]*engine.Conn
 	n := 0
 	for _, m := range members {
@@ -283,7 +290,7 @@ func deliverFiltered(members []filteredMember, frame []byte, except *engine.Conn
 		n++
 	}
 	for l, conns := range byLoop {
-		l.Deliver(frame, conns, nil)
+		l.DeliverFrom(here, frame, conns, nil)
 	}
 	return n
 }
