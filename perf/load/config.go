@@ -76,6 +76,10 @@ type Config struct {
 	// across destinations instead of reserving one per bind.
 	SrcIPs []net.IP
 
+	// ReadLoops is how many event loops read the subscribers' sockets (0: half the CPUs, at
+	// least one; see reactor).
+	ReadLoops int
+
 	ConnectConcurrency int           // connections being set up at once
 	ConnectTimeout     time.Duration // per connection: dial, upgrade, welcome and join
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
 )
 
 // maxMessage bounds what the generator accepts in one message; the server's default limit is
@@ -39,10 +40,13 @@ type conn struct {
 	hdr []byte // scratch for ws.ReadHeaderBuffer, which wants 12 bytes of capacity
 	msg []byte // the message being read; reused, valid until the next readMessage
 
-	wmu  sync.Mutex
-	wbuf []byte // scratch for control frames, under wmu
+	wmu       sync.Mutex
+	wbuf      []byte    // scratch for control frames, under wmu
+	wdeadline time.Time // the write deadline set on nc, under wmu
 
 	closing atomic.Bool // set before we close it ourselves: a read error then is no disconnect
+
+	gc gnet.Conn // once enrolled in a reactor, which reads it (nc is closed then)
 }
 
 // dialer opens client connections, spreading them over source addresses.
@@ -101,8 +105,15 @@ func (cr *countingReader) Read(p []byte) (int, error) {
 // close closes the connection on purpose (its reader then ends without counting a disconnect).
 func (c *conn) close() {
 	c.closing.Store(true)
+	if c.gc != nil {
+		_ = c.gc.Close()
+		return
+	}
 	c.nc.Close()
 }
+
+// enrolled says a reactor reads c from now on, through gc.
+func (c *conn) enrolled(gc gnet.Conn) { c.gc = gc }
 
 // readMessage returns the next complete data message, answering pings on the way. Fragments are
 // joined. The returned slice is reused by the next call.
@@ -167,9 +178,15 @@ func (c *conn) write(b []byte) error {
 	return c.writeLocked(b)
 }
 
+// writeLocked writes b with at least half of writeTimeout to go. The deadline is moved only
+// when less than that is left: setting it on every write re-arms a runtime timer each time,
+// a cost per message the server's measurements would share the cores with.
 func (c *conn) writeLocked(b []byte) error {
-	if err := c.nc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-		return err
+	if now := time.Now(); c.wdeadline.Sub(now) < writeTimeout/2 {
+		c.wdeadline = now.Add(writeTimeout)
+		if err := c.nc.SetWriteDeadline(c.wdeadline); err != nil {
+			return err
+		}
 	}
 	_, err := c.nc.Write(b)
 	return err

@@ -187,8 +187,8 @@ func (k *sink) run() {
 	}
 }
 
-// subscriber reads one measured connection. Its fields other than counted belong to its reader
-// goroutine until that ends.
+// subscriber reads one measured connection. Its fields other than counted belong to the
+// reactor loop that reads it until the connection ends.
 type subscriber struct {
 	c *conn
 	connStats
@@ -207,24 +207,12 @@ type subscriber struct {
 	lat latRecorder
 }
 
-func (s *subscriber) run() {
-	defer s.lat.flush()
-	var now int64 // when the last read from the socket returned
-	for {
-		// The clock is read once per socket read, not per message: messages that came in the
-		// same read arrived together, and reading the clock per message cost about a tenth of
-		// the generator's CPU at a million deliveries per second.
-		reads := s.c.src.reads
-		msg, err := s.c.readMessage()
-		if err != nil {
-			s.noteEnd(s.c, err)
-			return
-		}
-		if s.c.src.reads != reads || now == 0 {
-			now = time.Now().UnixNano()
-		}
-		s.handle(msg, now)
-	}
+// message and end make a subscriber a reactor's frameHandler.
+func (s *subscriber) message(msg []byte, now int64) { s.handle(msg, now) }
+
+func (s *subscriber) end(err error) {
+	s.noteEnd(s.c, err)
+	s.lat.flush()
 }
 
 func (s *subscriber) handle(msg []byte, now int64) {
@@ -458,12 +446,23 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 	cpu := startCPUWatch(ctx, cfg.ServerPIDs, cfg.RedisPID, windowStart, end)
 
 	// Readers start only now, once the window is known, so windowStart needs no synchronisation.
-	var readers sync.WaitGroup
+	rd, err := newReactor(cfg.ReadLoops)
+	if err != nil {
+		closeAll(subConns)
+		closeAll(pubConns)
+		return res, err
+	}
 	for i, s := range subs {
 		s.c = subConns[i]
 		s.windowStart = windowStart.UnixNano()
-		readers.Go(s.run)
+		if err := rd.enroll(s.c, s); err != nil {
+			closeAll(subConns)
+			closeAll(pubConns)
+			rd.wait()
+			return res, err
+		}
 	}
+	var readers sync.WaitGroup
 	pubSinks := make([]*sink, len(pubs))
 	for i, p := range pubs {
 		p.c = pubConns[i]
@@ -499,6 +498,7 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 	closeAll(subConns)
 	closeAll(pubConns)
 	readers.Wait()
+	rd.wait()
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("run cut short: %w", err)
 	}
