@@ -142,6 +142,12 @@ func freePort(t testing.TB) int {
 // (KEY=VALUE) and waits until its WebSocket port accepts. At cleanup it sends
 // SIGTERM, then SIGKILL after 3 s; the server's output goes to the test log
 // if the test failed.
+// testLoops gives every test server two event loops, also on a two-CPU
+// machine where the default is one: frames that cross from one loop to
+// another take the paths every larger machine takes, and a test may still
+// say otherwise (the last setting of a variable wins).
+const testLoops = "ARQONBUS_LOOPS=2"
+
 func startServer(t testing.TB, env ...string) *server {
 	t.Helper()
 	if buildErr != nil {
@@ -189,6 +195,7 @@ func tryStartOn(t testing.TB, port, httpPort, telemetryPort int, env []string) (
 			s.cmd.Env = append(s.cmd.Env, kv)
 		}
 	}
+	s.cmd.Env = append(s.cmd.Env, testLoops)
 	s.cmd.Env = append(s.cmd.Env, env...)
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out

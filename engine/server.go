@@ -21,7 +21,7 @@ import (
 // Config holds the engine's settings. Zero values take the defaults below.
 type Config struct {
 	Addr              string        // host:port to listen on
-	Loops             int           // event loops; default one per CPU
+	Loops             int           // event loops; default DefaultLoops
 	MaxConnections    int           // connections accepted at once; more get HTTP 503
 	MaxMessageSize    int           // bytes in one message, fragments included (1009 beyond)
 	MaxOutboundBytes  int           // unsent bytes before a slow consumer is closed
@@ -43,9 +43,19 @@ type Config struct {
 	OnRouted func(time.Duration)
 }
 
+// DefaultLoops is how many event loops serve when none is configured: one per
+// CPU but one, and at least one. A message read on one loop for a connection
+// on another wakes that loop too (an eventfd write, a second thread
+// scheduled): measured on two CPUs shared with a load generator, one loop
+// spent a third less CPU per one-to-one message than two (36 against 55 µs,
+// p99 0.6 against 2.1 ms) and as much per fan-out delivery. The CPU left over
+// serves the Go runtime (timers, the collector, the Redis client) and the
+// kernel's network work.
+func DefaultLoops() int { return max(1, runtime.NumCPU()-1) }
+
 func (c *Config) setDefaults() {
 	if c.Loops <= 0 {
-		c.Loops = runtime.NumCPU()
+		c.Loops = DefaultLoops()
 	}
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 10000

@@ -7,12 +7,12 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/arqonbus/arqonbus/engine"
 	"github.com/arqonbus/arqonbus/ops"
 )
 
@@ -96,7 +96,7 @@ func (c *config) options() []option {
 		{"telemetry-port", "9101", "telemetry WebSocket port", port(&c.TelemetryPort)},
 		{"http-port", "8080", "HTTP port (health, metrics, dashboard)", port(&c.HTTPPort)},
 		{"node-id", "", "this node's id (default: host name and a random suffix)", str(&c.NodeID)},
-		{"loops", "0", "event loops (0: one per CPU)", intRange(&c.Loops, 0, 1024)},
+		{"loops", "0", "event loops (0: one per CPU but one, at least one)", intRange(&c.Loops, 0, 1024)},
 		{"max-connections", "0", "client connections at once (0, or more than the file limit holds: the file limit less what the node needs besides)", intRange(&c.MaxConnections, 0, 1<<24)},
 		{"max-message-size", "1048576", "largest message in bytes (close 1009 beyond)", intRange(&c.MaxMessageSize, 256, 64<<20)},
 		{"max-outbound-bytes", "4194304", "unsent bytes per connection before a slow consumer is closed", intRange(&c.MaxOutboundBytes, 64<<10, 1<<30)},
@@ -256,7 +256,7 @@ func fileLimit() int {
 // storm's accept burst and the rest.
 func connectionBudget(limit, loops, telemetryMax int) (int, error) {
 	if loops <= 0 {
-		loops = runtime.NumCPU()
+		loops = engine.DefaultLoops()
 	}
 	reserve := fdMisc + fdAcceptBurst + fdPerLoop*(loops+1+2) + ops.MaxConnections + telemetryMax + 64
 	if fit := limit - reserve; fit >= 16 {

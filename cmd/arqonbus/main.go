@@ -326,7 +326,7 @@ func (n *node) spareProc() {
 	}
 	loops := n.cfg.Loops
 	if loops <= 0 {
-		loops = runtime.NumCPU()
+		loops = engine.DefaultLoops()
 	}
 	if runtime.GOMAXPROCS(0) <= loops {
 		runtime.GOMAXPROCS(loops + 1)

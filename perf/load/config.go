@@ -79,6 +79,9 @@ type Config struct {
 	// ReadLoops is how many event loops read the subscribers' sockets (0: half the CPUs, at
 	// least one; see reactor).
 	ReadLoops int
+	// Pacers is how many goroutines send the publishers' schedules (0: half the CPUs, at least
+	// one; see pace).
+	Pacers int
 
 	ConnectConcurrency int           // connections being set up at once
 	ConnectTimeout     time.Duration // per connection: dial, upgrade, welcome and join

@@ -478,6 +478,21 @@ func TestParseRoutedEvent(t *testing.T) {
 	if !ok || tm != 1700000000123456789 || p != 3 || s != 17 {
 		t.Errorf("parseEvent = %d %d %d %v", tm, p, s, ok)
 	}
+	// The one-pass walker reads the same, and declines what is not the server's exact layout
+	// (the searching parsers then take over).
+	if tm, p, s, ok := parseRoutedEvent(msg); !ok || tm != 1700000000123456789 || p != 3 || s != 17 {
+		t.Errorf("parseRoutedEvent = %d %d %d %v", tm, p, s, ok)
+	}
+	for _, other := range []string{
+		`{"version":"1.0","id":"a\"b","type":"event","room":"r","channel":"c","from":"f","timestamp":"x","payload":{"t":1,"p":2,"s":3}}`,
+		`{"version":"1.0","id":"a","type":"error","room":"r","channel":"c","from":"f","timestamp":"x","payload":{"t":1,"p":2,"s":3}}`,
+		`{"version":"1.0","id":"a","type":"event","room":"r","channel":"c","from":"f","timestamp":"x","payload":{"s":3,"t":1,"p":2}}`,
+		`{"version":"1.0","id":"a","type":"event","room":"r"`,
+	} {
+		if _, _, _, ok := parseRoutedEvent([]byte(other)); ok {
+			t.Errorf("parseRoutedEvent took %s", other)
+		}
+	}
 	// Metadata before the payload must not be mistaken for it either.
 	msg = []byte(`{"type":"event","metadata":{"position":"5-0","s":99},"payload":{"t":8,"p":1,"s":2}}`)
 	if tm, p, s, ok := parseEvent(msg); !ok || tm != 8 || p != 1 || s != 2 {

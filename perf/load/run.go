@@ -1,12 +1,14 @@
 package load
 
 import (
+	"container/heap"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,11 +218,14 @@ func (s *subscriber) end(err error) {
 }
 
 func (s *subscriber) handle(msg []byte, now int64) {
-	if string(envType(msg)) != "event" {
-		s.noteOther(msg)
-		return
+	t, p, seq, ok := parseRoutedEvent(msg)
+	if !ok {
+		if string(envType(msg)) != "event" {
+			s.noteOther(msg)
+			return
+		}
+		t, p, seq, ok = parseEvent(msg)
 	}
-	t, p, seq, ok := parseEvent(msg)
 	idx := p - s.pubBase
 	if !ok || idx < 0 || idx >= int64(len(s.tracks)) || seq < 0 || seq >= s.seqLimit {
 		s.unplanned++
@@ -255,6 +260,9 @@ type publisher struct {
 
 	command bool // send bench_echo commands instead of events
 
+	seq      int64 // the next message's sequence number
+	inWindow bool  // a message was sent inside the window (winSeq is set)
+
 	sent       int64 // all messages sent
 	sentWindow int64 // messages sent with a timestamp inside the measured window
 	maxLag     time.Duration
@@ -270,55 +278,120 @@ func (p *publisher) due(k int64) time.Duration {
 	return p.phase + time.Duration(float64(k)/p.rate*float64(time.Second))
 }
 
+// run sends p's schedule on this goroutine.
 func (p *publisher) run(ctx context.Context, start, windowStart, end time.Time) {
-	var batch, js, ts []byte
+	pace(ctx, []*publisher{p}, start, windowStart, end)
+}
+
+// pace sends the schedules of pubs from one goroutine: it sleeps until the earliest of them
+// is due, sends what is due, and sleeps again. A goroutine per publisher would cost a timer
+// wake-up and a goroutine switch per message; here one wake-up serves every publisher due by
+// then. A publisher whose socket stops taking bytes holds up the others on this goroutine
+// until its write deadline; their lateness then shows in the send lag.
+func pace(ctx context.Context, pubs []*publisher, start, windowStart, end time.Time) {
+	var sc pubScratch
+	q := make(pubQueue, 0, len(pubs))
+	for _, p := range pubs {
+		q = append(q, pubDue{at: start.Add(p.due(0)), p: p})
+	}
+	heap.Init(&q)
 	wsNanos := windowStart.UnixNano()
-	var seq int64
-	inWindow := false
-	for ctx.Err() == nil {
+	for len(q) > 0 && ctx.Err() == nil {
 		now := time.Now()
-		if !now.Before(end) {
-			return
-		}
-		var due int64 // messages whose time has come
-		if el := now.Sub(start) - p.phase; el >= 0 {
-			due = int64(el.Seconds()*p.rate) + 1
-		}
-		if n := min(due-seq, maxBatch); n > 0 {
-			p.maxLag = max(p.maxLag, now.Sub(start)-p.due(seq))
-			// One timestamp per batch: it is when these bytes leave, the latency's origin.
-			tn := now.UnixNano()
-			ts = now.UTC().AppendFormat(ts[:0], timestampLayout)
-			batch = batch[:0]
-			if !inWindow && tn >= wsNanos {
-				inWindow = true
-				p.winSeq.Store(seq)
-			}
-			for range n {
-				if p.command {
-					js = p.appendCommand(js[:0], seq, tn, ts)
-				} else {
-					js = p.appendEvent(js[:0], seq, tn, ts)
-				}
-				batch = appendFrame(batch, ws.OpText, js)
-				seq++
-			}
-			if err := p.c.write(batch); err != nil {
-				p.err = err
+		if d := q[0].at.Sub(now); d > 0 {
+			time.Sleep(min(d, time.Until(end)))
+			if !time.Now().Before(end) {
 				return
 			}
-			p.sent += n
-			if tn >= wsNanos {
-				p.sentWindow += n
-			}
-			if due > seq {
-				continue // still behind: no sleeping until caught up
-			}
+			continue
 		}
-		if d := min(time.Until(start.Add(p.due(seq))), time.Until(end)); d > 0 {
-			time.Sleep(d)
+		next, done := q[0].p.step(now, start, wsNanos, end, &sc)
+		if done {
+			heap.Pop(&q)
+			continue
+		}
+		q[0].at = next
+		heap.Fix(&q, 0)
+	}
+}
+
+// pubScratch is the buffers a pacing goroutine builds messages in.
+type pubScratch struct{ batch, js, ts []byte }
+
+// step sends what of p's schedule is due at now and returns when the next message is due, or
+// done when the schedule ended or a write failed.
+func (p *publisher) step(now, start time.Time, wsNanos int64, end time.Time, sc *pubScratch) (next time.Time, done bool) {
+	if !now.Before(end) {
+		return end, true
+	}
+	var due int64 // messages whose time has come
+	if el := now.Sub(start) - p.phase; el >= 0 {
+		due = int64(el.Seconds()*p.rate) + 1
+	}
+	if n := min(due-p.seq, maxBatch); n > 0 {
+		p.maxLag = max(p.maxLag, now.Sub(start)-p.due(p.seq))
+		// One timestamp per batch: it is when these bytes leave, the latency's origin.
+		tn := now.UnixNano()
+		sc.ts = now.UTC().AppendFormat(sc.ts[:0], timestampLayout)
+		sc.batch = sc.batch[:0]
+		if !p.inWindow && tn >= wsNanos {
+			p.inWindow = true
+			p.winSeq.Store(p.seq)
+		}
+		for range n {
+			if p.command {
+				sc.js = p.appendCommand(sc.js[:0], p.seq, tn, sc.ts)
+			} else {
+				sc.js = p.appendEvent(sc.js[:0], p.seq, tn, sc.ts)
+			}
+			sc.batch = appendFrame(sc.batch, ws.OpText, sc.js)
+			p.seq++
+		}
+		if err := p.c.write(sc.batch); err != nil {
+			p.err = err
+			return end, true
+		}
+		p.sent += n
+		if tn >= wsNanos {
+			p.sentWindow += n
+		}
+		if due > p.seq {
+			return now, false // still behind: no sleeping until caught up
 		}
 	}
+	return start.Add(p.due(p.seq)), false
+}
+
+// pubDue is a publisher and when its next message is due; pubQueue orders them, earliest first.
+type pubDue struct {
+	at time.Time
+	p  *publisher
+}
+
+type pubQueue []pubDue
+
+func (q pubQueue) Len() int           { return len(q) }
+func (q pubQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
+func (q pubQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *pubQueue) Push(x any)        { *q = append(*q, x.(pubDue)) }
+func (q *pubQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+// pacerShares deals pubs round robin to n pacing goroutines (0: half the CPUs, at least one).
+func pacerShares(pubs []*publisher, n int) [][]*publisher {
+	if n <= 0 {
+		n = max(1, runtime.NumCPU()/2)
+	}
+	n = min(n, len(pubs))
+	shares := make([][]*publisher, n)
+	for i, p := range pubs {
+		shares[i%n] = append(shares[i%n], p)
+	}
+	return shares
 }
 
 // appendCommand appends a bench_echo command whose parameters carry the same t/p/s as an event's
@@ -473,8 +546,8 @@ func (r *runner) traffic(ctx context.Context) (Result, error) {
 	cfg.Logf("publishing %g msg/s from %d publishers: %s warm-up, then %s measured",
 		cfg.Rate, len(pubs), cfg.Warmup, cfg.Duration)
 	var pubWG sync.WaitGroup
-	for _, p := range pubs {
-		pubWG.Go(func() { p.run(ctx, start, windowStart, end) })
+	for _, share := range pacerShares(pubs, cfg.Pacers) {
+		pubWG.Go(func() { pace(ctx, share, start, windowStart, end) })
 	}
 	pubWG.Wait()
 

@@ -88,6 +88,51 @@ func parseEvent(msg []byte) (t, p, s int64, ok bool) {
 	return parseTPS(msg, keyPayload)
 }
 
+// The fields of a routed event before its payload, in the order the server writes them.
+var routedFields = [][]byte{[]byte(`","type":"event","room":"`), []byte(`","channel":"`), []byte(`","from":"`), []byte(`","timestamp":"`)}
+
+var (
+	routedStart   = []byte(`{"version":"1.0","id":"`)
+	routedPayload = []byte(`","payload":`)
+)
+
+// parseRoutedEvent reads the payload of an event exactly as the server routes the generator's
+// own: fields in the server's order, strings without escapes. It walks the message once, string
+// by string, where a search for "type" and then for "payload" would scan it twice; at a million
+// deliveries a second those scans were a fifth of the generator's CPU. Anything else is not
+// ok, and the caller falls back on the searching parsers.
+func parseRoutedEvent(msg []byte) (t, p, s int64, ok bool) {
+	b, ok := bytes.CutPrefix(msg, routedStart)
+	if !ok {
+		return 0, 0, 0, false
+	}
+	for _, f := range routedFields {
+		if b, ok = skipPlainString(b); !ok {
+			return 0, 0, 0, false
+		}
+		if b, ok = bytes.CutPrefix(b, f); !ok {
+			return 0, 0, 0, false
+		}
+	}
+	if b, ok = skipPlainString(b); !ok {
+		return 0, 0, 0, false
+	}
+	if b, ok = bytes.CutPrefix(b, routedPayload); !ok {
+		return 0, 0, 0, false
+	}
+	return parseExactPayload(b)
+}
+
+// skipPlainString returns b from the quote that ends the string b starts inside of, when the
+// string has no escapes.
+func skipPlainString(b []byte) ([]byte, bool) {
+	i := bytes.IndexByte(b, '"')
+	if i < 0 || bytes.IndexByte(b[:i], '\\') >= 0 {
+		return nil, false
+	}
+	return b[i:], true
+}
+
 // parseTPS reads the flat object {"t":N,"p":N,"s":N} that follows the first occurrence of key
 // (an event's payload, a command's parameters, an echo's result).
 func parseTPS(msg, key []byte) (t, p, s int64, ok bool) {

@@ -70,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	srcIPs := fs.String("src-ips", "auto", "comma list of 127.0.0.x source addresses, round robin (auto: as needed)")
 	fs.IntVar(&cfg.ConnectConcurrency, "connect-concurrency", 200, "connections set up at once")
 	fs.IntVar(&cfg.ReadLoops, "read-loops", 0, "fanout, channels: event loops reading the subscribers (0: half the CPUs, at least 1)")
+	fs.IntVar(&cfg.Pacers, "pacers", 0, "fanout, channels: goroutines sending the publishers' schedules (0: half the CPUs, at least 1)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "per connection: dial, upgrade, welcome and join")
 	fs.StringVar(&cfg.Room, "room", "perf", "room of the test channels")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
