@@ -59,6 +59,9 @@ type Conn struct {
 	granted        int
 	pendingGranted int
 	lastWrite      int64 // server clock of the loop's last flush of it (write coalescing)
+	rateFrom       int64 // server clock since when rateFrames were written (0: not yet)
+	rateFrames     int   // frames written since rateFrom
+	busy           bool  // it got busyFrames or more a span over the last span or more: its frames wait busySpans
 	urgent         bool  // a pending frame must not be held: an answer, or a frame for this client alone
 	held           bool  // in loop.held: its frames wait for the end of its coalescing span
 
@@ -280,6 +283,40 @@ func (c *Conn) flush() {
 	srv.stats.framesOut.Add(uint64(frames))
 	c.resetPending()
 	c.granted = min(c.granted, c.gc.OutboundBuffered())
+}
+
+// A connection that gets busyFrames frames or more per span (Config.WriteCoalesce)
+// is busy: its frames may wait busySpans spans. At a few thousand frames a
+// second each writev then carries three times as many, and the writevs are
+// most of what fan-out costs; a connection getting fewer (a chat, a
+// moderate feed) keeps the plain span and its latency.
+const (
+	busyFrames = 2
+	busySpans  = 3
+)
+
+// span is how long after a write c's next frames may wait: busySpans spans
+// for a busy connection, else one.
+func (c *Conn) span(hold int64) int64 {
+	if c.busy {
+		return busySpans * hold
+	}
+	return hold
+}
+
+// wrote notes a write of frames at now: the rate over at least a span says
+// whether c is busy.
+func (c *Conn) wrote(now int64, frames int, hold int64) {
+	c.lastWrite = now
+	if c.rateFrom == 0 {
+		c.rateFrom = now
+		return
+	}
+	c.rateFrames += frames
+	if elapsed := now - c.rateFrom; elapsed >= hold {
+		c.busy = int64(c.rateFrames)*hold >= busyFrames*elapsed
+		c.rateFrom, c.rateFrames = now, 0
+	}
 }
 
 // iovMax bounds one writev, as the kernel does (IOV_MAX).

@@ -297,7 +297,10 @@ func (l *Loop) flushPass(drained bool) {
 	for i := 0; i < len(l.dirty); i++ {
 		c := l.dirty[i]
 		l.dirty[i] = nil
-		if due := c.lastWrite + hold; c.lastWrite != 0 && due > now && !c.closing && !c.urgent {
+		// Held when written less than a span ago (a frame after a quiet span leaves at once),
+		// until the end of its span: busySpans spans for a busy connection.
+		if c.lastWrite != 0 && now-c.lastWrite < hold && !c.closing && !c.urgent {
+			due := c.lastWrite + c.span(hold)
 			if len(l.held) == 0 || due < l.heldUntil {
 				l.heldUntil = due
 			}
@@ -305,9 +308,7 @@ func (l *Loop) flushPass(drained bool) {
 			l.held = append(l.held, c) // stays dirty: its next frames join the pending ones
 			continue
 		}
-		c.dirty = false
-		c.flush()
-		c.lastWrite = now
+		l.write(c, hold)
 	}
 	l.dirty = l.dirty[:0]
 	switch {
@@ -316,7 +317,7 @@ func (l *Loop) flushPass(drained bool) {
 		// stay in step and keep being written together.
 		l.flushDirty()
 	case l.heldUrgent:
-		l.flushUrgentHeld(now)
+		l.flushUrgentHeld()
 	}
 	if len(l.held) == 0 {
 		if l.flushArmed && l.flushTimer.Stop() {
@@ -333,7 +334,7 @@ func (l *Loop) flushPass(drained bool) {
 
 // flushUrgentHeld writes the held connections that got a frame that must not
 // wait (an answer, a private message), and holds the others on.
-func (l *Loop) flushUrgentHeld(now int64) {
+func (l *Loop) flushUrgentHeld() {
 	l.heldUrgent = false
 	kept := l.held[:0]
 	// Indexed: a failed write runs OnClose, which must not see a half-built list.
@@ -344,12 +345,21 @@ func (l *Loop) flushUrgentHeld(now int64) {
 			kept = append(kept, c)
 			continue
 		}
-		c.held = false
-		c.dirty = false
-		c.flush()
-		c.lastWrite = now
+		l.write(c, int64(l.srv.cfg.WriteCoalesce))
 	}
 	l.held = kept
+}
+
+// write writes c's pending frames and notes when, for its next span: the
+// clock is read after the write, since a pass that writes a hundred
+// connections takes about a span itself, and the first ones would otherwise
+// look quiet to frames that arrive right after it.
+func (l *Loop) write(c *Conn, hold int64) {
+	c.held = false
+	c.dirty = false
+	frames := len(c.pending)
+	c.flush()
+	c.wrote(l.srv.clock(), frames, hold)
 }
 
 // heldSlack is how early held connections may be written: when the first
@@ -373,13 +383,11 @@ func (l *Loop) flushDirty() {
 	}
 	l.held = l.held[:0]
 	l.heldUrgent = false
-	now := l.srv.clock()
+	hold := int64(l.srv.cfg.WriteCoalesce)
 	for i := 0; i < len(l.dirty); i++ {
 		c := l.dirty[i]
 		l.dirty[i] = nil
-		c.dirty = false
-		c.flush()
-		c.lastWrite = now
+		l.write(c, hold)
 	}
 	l.dirty = l.dirty[:0]
 	l.observeWritten()

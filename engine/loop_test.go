@@ -212,3 +212,43 @@ func TestDeliverFromOwnLoop(t *testing.T) {
 		t.Fatalf("%d frames out, want 4", st.FramesOut)
 	}
 }
+
+// A connection that gets frames faster than busyFrames a span is held
+// busySpans spans at a time, so its writes carry that many more frames; once
+// quiet for a span, its next frame leaves at once again.
+func TestBusyConnectionHeldLonger(t *testing.T) {
+	const hold = 20 * time.Millisecond
+	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	held := &heldLoop{}
+	l := newLoop(srv, held)
+	a := l.NewConn("a")
+	frame := TextFrame([]byte(`{"x":1}`))
+
+	start := time.Now()
+	sent := 0
+	for time.Since(start) < 600*time.Millisecond { // a frame every ~2 ms: ten a span
+		l.Deliver(frame, []*Conn{a}, nil)
+		sent++
+		held.runAll()
+		time.Sleep(2 * time.Millisecond)
+		held.runAll()
+	}
+	for srv.Stats().FramesOut < uint64(sent) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d of %d frames written", srv.Stats().FramesOut, sent)
+		}
+		time.Sleep(time.Millisecond)
+		held.runAll()
+	}
+	// 600 ms in spans of one hold would be 30 writes; in busySpans holds, 10.
+	if w := srv.Stats().Writes; !a.busy || w > 18 {
+		t.Errorf("%d frames in %d writes (busy %v), want about %d writes", sent, w, a.busy, 600*time.Millisecond/(busySpans*hold))
+	}
+	time.Sleep(hold + hold/2)
+	before := srv.Stats().FramesOut
+	l.Deliver(frame, []*Conn{a}, nil)
+	held.runAll()
+	if got := srv.Stats().FramesOut - before; got != 1 {
+		t.Errorf("a frame after a quiet span was held (%d written)", got)
+	}
+}

@@ -32,8 +32,9 @@ type Config struct {
 	FrameTimeout      time.Duration // from a frame's (or fragmented message's) first byte to its last (1008 beyond)
 	MaxLoopInboxBytes int           // frames queued for one event loop (plus a small cost per delivery); beyond, dropped
 	// WriteCoalesce is how long after a write to a connection its next fan-out frames may wait, so
-	// that a busy subscriber gets the frames of that span in one writev instead of a syscall each.
-	// A connection quiet for longer, answers and frames for one client alone are written at once.
+	// that a busy subscriber gets the frames of that span in one writev instead of a syscall each;
+	// one that gets two frames a span or more waits three spans (see busyFrames). A connection
+	// quiet for a span, answers and frames for one client alone are written at once.
 	// 0: the default (1ms); negative: never hold.
 	WriteCoalesce time.Duration
 	Logger        *slog.Logger

@@ -106,7 +106,7 @@ func (c *config) options() []option {
 		{"handshake-timeout", "10s", "time to complete the WebSocket upgrade", duration(&c.HandshakeTimeout)},
 		{"ping-interval", "25s", "silence after which the server pings a client", duration(&c.PingInterval)},
 		{"idle-timeout", "60s", "silence after which a client is disconnected", duration(&c.IdleTimeout)},
-		{"write-coalesce", "1ms", "how long a busy event loop may hold frames to write each connection's in one system call (0: write at once); a loop quiet for longer writes at once", nonNegativeDuration(&c.WriteCoalesce)},
+		{"write-coalesce", "1ms", "how long after a write a connection's next fan-out frames may wait, to leave in one system call (three times that for a connection getting two frames or more per span; 0: write at once); a connection quiet for a span is written at once", nonNegativeDuration(&c.WriteCoalesce)},
 		{"frame-timeout", "30s", "time from a frame's (or fragmented message's) first byte to its last before close 1008", duration(&c.FrameTimeout)},
 		{"shutdown-timeout", "10s", "deadline for a graceful shutdown", duration(&c.ShutdownTimeout)},
 		{"replace-duplicate", "false", "a new connection with a live client id replaces the old one", boolean(&c.ReplaceDuplicate)},
