@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/procnet"
 	"github.com/gobwas/ws"
 )
 
@@ -327,7 +328,9 @@ func startServerArgs(t *testing.T, args []string, env ...string) *server {
 	for {
 		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
 			c.Close()
-			return s
+			if procnet.ListensOn(s.cmd.Process.Pid, s.Port) { // not another test's server on a reused port
+				return s
+			}
 		}
 		if !s.Alive() || time.Now().After(deadline) {
 			t.Fatalf("server with %v did not start: %s", args, s.Output())

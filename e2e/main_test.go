@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/arqonbus/arqonbus/client"
+	"github.com/arqonbus/arqonbus/internal/procnet"
 )
 
 var (
@@ -138,16 +139,16 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startServer runs the binary on free loopback ports with extra environment
-// (KEY=VALUE) and waits until its WebSocket port accepts. At cleanup it sends
-// SIGTERM, then SIGKILL after 3 s; the server's output goes to the test log
-// if the test failed.
 // testLoops gives every test server two event loops, also on a two-CPU
 // machine where the default is one: frames that cross from one loop to
 // another take the paths every larger machine takes, and a test may still
 // say otherwise (the last setting of a variable wins).
 const testLoops = "ARQONBUS_LOOPS=2"
 
+// startServer runs the binary on free loopback ports with extra environment
+// (KEY=VALUE) and waits until its WebSocket port accepts. At cleanup it sends
+// SIGTERM, then SIGKILL after 3 s; the server's output goes to the test log
+// if the test failed.
 func startServer(t testing.TB, env ...string) *server {
 	t.Helper()
 	if buildErr != nil {
@@ -212,10 +213,15 @@ func tryStartOn(t testing.TB, port, httpPort, telemetryPort int, env []string) (
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// Accepting is not enough: between freePort and the server's listen, another test's
+		// server may have taken the port (ours then exits, port taken), and the dial would
+		// reach that one.
 		c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			break
+			if procnet.ListensOn(s.cmd.Process.Pid, s.Port) {
+				break
+			}
 		}
 		if !s.Alive() {
 			return nil, fmt.Errorf("exited before accepting (%v): %s", s.cmd.ProcessState, s.Output())

@@ -308,6 +308,9 @@ func (c *Conn) span(hold int64) int64 {
 // whether c is busy.
 func (c *Conn) wrote(now int64, frames int, hold int64) {
 	c.lastWrite = now
+	if hold <= 0 {
+		return // nothing is held
+	}
 	if c.rateFrom == 0 {
 		c.rateFrom = now
 		return

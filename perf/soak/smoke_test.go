@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/arqonbus/arqonbus/internal/procnet"
 )
 
 // TestSoakSmoke runs the whole soak for 15 s against a real server built from ./cmd/arqonbus:
@@ -122,14 +124,20 @@ func startServer(t *testing.T, bin string) (addr, httpAddr string, pid int) {
 			}
 		}
 		deadline := time.Now().Add(15 * time.Second)
+	wait:
 		for time.Now().Before(deadline) {
 			select {
 			case <-exited:
 				t.Logf("server exited during start-up (port taken?):\n%s", logs.String())
+				break wait
 			default:
 			}
-			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
 				c.Close()
+			}
+			// Accepting is not enough: another test's server may have taken the port.
+			if err == nil && procnet.ListensOn(cmd.Process.Pid, ports[0]) {
 				t.Cleanup(func() {
 					stop()
 					if logs.Len() > 0 {
