@@ -120,27 +120,31 @@ func (c *Conn) Send(frame []byte) {
 // callback there; nil when it runs elsewhere): a frame for a connection on the
 // same loop is queued at once instead of through the inbox (see
 // Loop.DeliverFrom). Like Send, it is never held for coalescing.
-func (c *Conn) SendFrom(here *Loop, frame []byte) {
+func (c *Conn) SendFrom(here *Loop, frame []byte) { c.sendFrom(here, frame, false) }
+
+// SendRequestedFrom is SendRequested by a caller on loop here (see SendFrom).
+func (c *Conn) SendRequestedFrom(here *Loop, frame []byte) { c.sendFrom(here, frame, true) }
+
+func (c *Conn) sendFrom(here *Loop, frame []byte, requested bool) {
 	if !c.loop.local(here) {
-		c.Send(frame)
+		c.loop.post(delivery{frame: frame, one: c, requested: requested})
 		return
 	}
-	c.Write(frame)
-	c.markUrgent()
+	c.writeOne(frame, requested)
 	c.loop.srv.stats.deliveries.Add(1)
 	c.loop.routedNow()
 }
 
-// SendRequestedFrom is SendRequested by a caller on loop here (see SendFrom).
-func (c *Conn) SendRequestedFrom(here *Loop, frame []byte) {
-	if !c.loop.local(here) {
-		c.SendRequested(frame)
-		return
+// writeOne queues a frame for this client alone (a private message, an
+// answer): it is not held, since holding pays off for a channel's fan-out,
+// not for request and response. requested: see WriteRequested. Loop only.
+func (c *Conn) writeOne(frame []byte, requested bool) {
+	if requested {
+		c.WriteRequested(frame)
+	} else {
+		c.Write(frame)
 	}
-	c.WriteRequested(frame)
 	c.markUrgent()
-	c.loop.srv.stats.deliveries.Add(1)
-	c.loop.routedNow()
 }
 
 // WriteRequested is Write for a frame the client asked for (a replay, a

@@ -196,15 +196,8 @@ func (l *Loop) runDrain(context.Context) error {
 			}()
 		case d.one != nil && d.closeCode != 0:
 			d.one.closeWith(d.closeCode, d.closeReason)
-		case d.one != nil && d.requested:
-			d.one.WriteRequested(d.frame)
-			d.one.markUrgent()
-			delivered++
 		case d.one != nil:
-			// A frame for one client (a private message, an answer from elsewhere) is not held:
-			// holding pays off for a channel's fan-out, not for request and response.
-			d.one.Write(d.frame)
-			d.one.markUrgent()
+			d.one.writeOne(d.frame, d.requested)
 			delivered++
 		default:
 			for _, c := range d.to {

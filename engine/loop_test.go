@@ -40,6 +40,13 @@ func (h *heldLoop) runAll() {
 	}
 }
 
+// coalescingLoop is a held loop on a server that coalesces writes for hold.
+func coalescingLoop(hold time.Duration) (*Server, *heldLoop, *Loop) {
+	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	held := &heldLoop{}
+	return srv, held, newLoop(srv, held)
+}
+
 // A full inbox drops frames, counts them, and closes their recipients with
 // 1013 before writing them anything more; runs and closes still get through,
 // and connections that lost nothing stay open.
@@ -102,9 +109,7 @@ func TestFullInboxDropsAndCloses(t *testing.T) {
 // message), leaves at once.
 func TestWriteCoalescing(t *testing.T) {
 	const hold = 50 * time.Millisecond
-	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	held := &heldLoop{}
-	l := newLoop(srv, held)
+	srv, held, l := coalescingLoop(hold)
 	a, b := l.NewConn("a"), l.NewConn("b")
 	frame := TextFrame([]byte(`{"x":1}`))
 	both := []*Conn{a, b}
@@ -154,9 +159,7 @@ func TestWriteCoalescing(t *testing.T) {
 // at once; the other held connections keep waiting for the end of the span.
 func TestUrgentFrameReleasesHeldConnection(t *testing.T) {
 	const hold = time.Hour // only the urgent frame can release anything
-	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	held := &heldLoop{}
-	l := newLoop(srv, held)
+	srv, held, l := coalescingLoop(hold)
 	a, b := l.NewConn("a"), l.NewConn("b")
 	frame := TextFrame([]byte(`{"x":1}`))
 	both := []*Conn{a, b}
@@ -218,9 +221,7 @@ func TestDeliverFromOwnLoop(t *testing.T) {
 // quiet for a span, its next frame leaves at once again.
 func TestBusyConnectionHeldLonger(t *testing.T) {
 	const hold = 20 * time.Millisecond
-	srv := New(Config{WriteCoalesce: hold, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	held := &heldLoop{}
-	l := newLoop(srv, held)
+	srv, held, l := coalescingLoop(hold)
 	a := l.NewConn("a")
 	frame := TextFrame([]byte(`{"x":1}`))
 

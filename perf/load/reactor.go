@@ -37,6 +37,7 @@ type frameHandler interface {
 // reactorConn is one enrolled connection's reading state, loop-only.
 type reactorConn struct {
 	c     *conn
+	gc    gnet.Conn // once the reactor has read it (set on its loop); before, pongs go through c
 	h     frameHandler
 	frag  []byte // the fragments of a message in progress
 	carry []byte // bytes the handshake's reader had read ahead and that end in a partial frame
@@ -68,7 +69,7 @@ func (r *reactor) enroll(c *conn, h frameHandler) error {
 	rc := &reactorConn{c: c, h: h}
 	if n := c.br.Buffered(); n > 0 {
 		early, _ := c.br.Peek(n)
-		used, err := rc.consume(early, time.Now().UnixNano(), func(p []byte) error { return c.writeControl(ws.OpPong, p) })
+		used, err := rc.consume(early, time.Now().UnixNano())
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.id, err)
 		}
@@ -95,16 +96,13 @@ func (r *reactor) OnTraffic(gc gnet.Conn) gnet.Action {
 	if rc == nil {
 		return gnet.Close
 	}
+	rc.gc = gc
 	// One clock reading per read: messages that came in one read arrived together.
 	now := time.Now().UnixNano()
-	pong := func(p []byte) error {
-		_, err := gc.Write(appendFrame(nil, ws.OpPong, p))
-		return err
-	}
 	if len(rc.carry) > 0 {
 		more, _ := gc.Next(-1)
 		rc.carry = append(rc.carry, more...)
-		n, err := rc.consume(rc.carry, now, pong)
+		n, err := rc.consume(rc.carry, now)
 		rc.carry = rc.carry[n:]
 		if len(rc.carry) == 0 {
 			rc.carry = nil
@@ -112,11 +110,21 @@ func (r *reactor) OnTraffic(gc gnet.Conn) gnet.Action {
 		return rc.verdict(err)
 	}
 	buf, _ := gc.Peek(-1)
-	n, err := rc.consume(buf, now, pong)
+	n, err := rc.consume(buf, now)
 	if n > 0 {
 		_, _ = gc.Discard(n)
 	}
 	return rc.verdict(err)
+}
+
+// pong answers a ping: on the reactor's loop once it reads the connection,
+// before that (bytes the handshake read ahead) on the connection itself.
+func (rc *reactorConn) pong(p []byte) error {
+	if rc.gc == nil {
+		return rc.c.writeControl(ws.OpPong, p)
+	}
+	_, err := rc.gc.Write(appendFrame(nil, ws.OpPong, p))
+	return err
 }
 
 func (rc *reactorConn) verdict(err error) gnet.Action {
@@ -146,7 +154,7 @@ func (r *reactor) OnClose(gc gnet.Conn, err error) gnet.Action {
 // consume handles the complete frames at the start of buf and returns how many bytes they took;
 // a partial frame at the end waits for more. Server frames are unmasked, but a masked one is
 // unmasked in place.
-func (rc *reactorConn) consume(buf []byte, now int64, pong func([]byte) error) (int, error) {
+func (rc *reactorConn) consume(buf []byte, now int64) (int, error) {
 	used := 0
 	for {
 		b := buf[used:]
@@ -193,7 +201,7 @@ func (rc *reactorConn) consume(buf []byte, now int64, pong func([]byte) error) (
 			}
 			switch op {
 			case ws.OpPing:
-				if err := pong(p); err != nil {
+				if err := rc.pong(p); err != nil {
 					return used, err
 				}
 			case ws.OpClose:

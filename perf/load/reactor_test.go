@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 )
@@ -13,6 +15,33 @@ type recordedMessages struct{ msgs []string }
 
 func (r *recordedMessages) message(msg []byte, _ int64) { r.msgs = append(r.msgs, string(msg)) }
 func (r *recordedMessages) end(error)                   {}
+
+// recordingSocket is the client side of a connection whose writes are kept (the pongs).
+type recordingSocket struct {
+	net.Conn
+	written bytes.Buffer
+}
+
+func (r *recordingSocket) Write(p []byte) (int, error)      { return r.written.Write(p) }
+func (r *recordingSocket) SetWriteDeadline(time.Time) error { return nil }
+
+// pongs returns the payloads of the pong frames written.
+func (r *recordingSocket) pongs(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	rd := bytes.NewReader(r.written.Bytes())
+	for rd.Len() > 0 {
+		f, err := ws.ReadFrame(rd)
+		if err != nil {
+			t.Fatalf("reading what was written: %v", err)
+		}
+		if f.Header.OpCode != ws.OpPong {
+			t.Fatalf("wrote a %v frame, want only pongs", f.Header.OpCode)
+		}
+		out = append(out, string(ws.UnmaskFrame(f).Payload))
+	}
+	return out
+}
 
 // serverFrame is one unmasked frame as the server writes it.
 func serverFrame(op ws.OpCode, fin bool, p []byte) []byte {
@@ -49,17 +78,16 @@ func TestReactorConsumeAnySplit(t *testing.T) {
 
 	for split := 0; split <= len(stream); split += 1 + split/64 {
 		rec := &recordedMessages{}
-		rc := &reactorConn{h: rec}
-		var pongs []string
-		pong := func(p []byte) error { pongs = append(pongs, string(p)); return nil }
+		sock := &recordingSocket{}
+		rc := &reactorConn{h: rec, c: &conn{nc: sock}}
 		// What arrives is appended to what is left unconsumed, as gnet's buffer does.
 		buf := append([]byte(nil), stream[:split]...)
-		n, err := rc.consume(buf, 0, pong)
+		n, err := rc.consume(buf, 0)
 		if err != nil {
 			t.Fatalf("split %d: %v", split, err)
 		}
 		buf = append(buf[n:], stream[split:]...)
-		n, err = rc.consume(buf, 0, pong)
+		n, err = rc.consume(buf, 0)
 		if err != nil || n != len(buf) {
 			t.Fatalf("split %d: consumed %d of %d: %v", split, n, len(buf), err)
 		}
@@ -71,7 +99,7 @@ func TestReactorConsumeAnySplit(t *testing.T) {
 				t.Fatalf("split %d: message %d is %.40q, want %.40q", split, i, rec.msgs[i], want[i])
 			}
 		}
-		if len(pongs) != 1 || pongs[0] != "hi" {
+		if pongs := sock.pongs(t); len(pongs) != 1 || pongs[0] != "hi" {
 			t.Fatalf("split %d: pongs %q, want one with the ping's payload", split, pongs)
 		}
 	}
@@ -83,11 +111,11 @@ func TestReactorConsumeEnds(t *testing.T) {
 	rec := &recordedMessages{}
 	rc := &reactorConn{h: rec}
 	stream := append(serverFrame(ws.OpText, true, []byte(`{}`)), serverFrame(ws.OpClose, true, []byte{0x03, 0xe8})...)
-	if _, err := rc.consume(stream, 0, nil); !errors.Is(err, errServerClosed) || len(rec.msgs) != 1 {
+	if _, err := rc.consume(stream, 0); !errors.Is(err, errServerClosed) || len(rec.msgs) != 1 {
 		t.Errorf("close: %v after %d messages, want errServerClosed after 1", err, len(rec.msgs))
 	}
 	tooLong := binary.BigEndian.AppendUint64([]byte{0x81, 127}, maxMessage+1)
-	if _, err := rc.consume(tooLong, 0, nil); err == nil {
+	if _, err := rc.consume(tooLong, 0); err == nil {
 		t.Error("a frame longer than maxMessage was accepted")
 	}
 }
