@@ -4,9 +4,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 type connState uint8
@@ -277,7 +279,7 @@ func (c *Conn) flush() {
 		if n == 1 {
 			_, err = c.gc.Write(pending[0])
 		} else {
-			_, err = c.gc.Writev(pending[:n])
+			err = c.writev(pending[:n])
 		}
 		if err != nil {
 			break // gnet has closed the connection and called OnClose
@@ -324,6 +326,52 @@ func (c *Conn) wrote(now int64, frames int, hold int64) {
 		c.busy = int64(c.rateFrames)*hold >= busyFrames*elapsed
 		c.rateFrom, c.rateFrames = now, 0
 	}
+}
+
+// writev writes frames in one writev. When gnet holds nothing for the socket
+// the call is made here, from an iovec array the loop keeps: gnet's Writev
+// goes through x/sys/unix.Writev, which allocates that array on every call
+// of more than eight buffers, and a coalesced write carries tens. What the
+// socket does not take, or an error, goes on to gnet's Writev, which buffers
+// the rest and waits for the socket, or closes the connection.
+func (c *Conn) writev(frames [][]byte) error {
+	fd := c.gc.Fd()
+	if fd < 0 || c.gc.OutboundBuffered() > 0 {
+		_, err := c.gc.Writev(frames)
+		return err
+	}
+	iov := c.loop.iov[:0]
+	total := 0
+	for _, f := range frames {
+		if len(f) == 0 {
+			continue
+		}
+		v := unix.Iovec{Base: &f[0]}
+		v.SetLen(len(f))
+		iov = append(iov, v)
+		total += len(f)
+	}
+	if len(iov) == 0 {
+		return nil
+	}
+	r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	clear(iov) // the frames are not kept alive by a spare array
+	c.loop.iov = iov[:0]
+	sent := int(r)
+	if errno != 0 {
+		sent = 0
+	}
+	if sent == total {
+		return nil
+	}
+	rest := frames
+	for len(rest) > 0 && sent >= len(rest[0]) {
+		sent -= len(rest[0])
+		rest = rest[1:]
+	}
+	rest[0] = rest[0][sent:]
+	_, err := c.gc.Writev(rest)
+	return err
 }
 
 // iovMax bounds one writev, as the kernel does (IOV_MAX).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 // Loop is one event loop's side of the write path: an inbox that other
@@ -31,7 +32,8 @@ type Loop struct {
 	// Loop-only state.
 	draining bool // runDrain is working through a batch
 	spare    []delivery
-	dirty    []*Conn // connections with pending frames
+	dirty    []*Conn      // connections with pending frames
+	iov      []unix.Iovec // Conn.writev's array, reused
 	conns    map[*Conn]struct{}
 	drain    gnet.RunnableFunc
 	warned   int64 // server clock of the last warning about a full inbox
