@@ -12,10 +12,11 @@ import (
 // NewDetachedLoop returns an event loop with no sockets behind it: what is
 // posted to it runs at once on the posting goroutine, and its connections
 // discard what they are sent. It lets benchmarks and tests drive a Handler and
-// the whole write path (inbox, coalescing, backlog checks) without a network;
-// it is not for serving.
+// the whole write path (inbox, backlog checks) without a network;
+// it is not for serving. It does not coalesce writes: the coalescing timer
+// would run the loop's work on the timer's goroutine, beside the caller's.
 func NewDetachedLoop() *Loop {
-	srv := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	srv := New(Config{WriteCoalesce: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
 	return newLoop(srv, inlineLoop{})
 }
 

@@ -143,13 +143,35 @@ func New(o Options) *Emitter {
 // the queue is full. Safe from any goroutine, event loops included. fields
 // are encoded later on the emitter goroutine, so the caller must not modify
 // the map (or anything in it) afterwards; keys "eventType" and "node_id" in
-// fields are ignored.
+// fields are ignored. An event nobody watches (no member of the stream
+// channel, no telemetry WebSocket) is counted as published and dropped at
+// once, as publish would drop it.
 func (e *Emitter) Emit(eventType string, fields map[string]any) bool {
+	if !e.watched() {
+		// publish would drop it: queueing it would only wake the emitter
+		// goroutine, a thread woken and put back to sleep for every
+		// command at a thousand commands a second.
+		e.published.Add(1)
+		return true
+	}
 	if e.queue.push(item{kind: kindEvent, at: time.Now().UnixNano(), typ: eventType, fields: fields}) {
 		return true
 	}
 	e.dropped.Add(1)
 	return false
+}
+
+// watched reports whether an event emitted now reaches anyone: a member of
+// the stream channel or a telemetry WebSocket connection.
+func (e *Emitter) watched() bool {
+	if e.wsCh.Members() > 0 {
+		return true
+	}
+	if e.o.Hub == nil {
+		return false
+	}
+	ch := e.o.Hub.Channel(e.o.StreamChannel)
+	return ch != nil && ch.Members() > 0
 }
 
 // Forward hands a client's telemetry frame (a complete text frame, already
