@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -332,3 +333,7 @@ func orDefault(v, def int) int {
 	}
 	return v
 }
+
+// halfCPUs is the default count of reactor loops and of pacers: half the CPUs, at least one, so
+// that reading and sending leave the server the rest of the machine.
+func halfCPUs() int { return max(1, runtime.NumCPU()/2) }

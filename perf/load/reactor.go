@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sync"
 	"time"
 
@@ -47,7 +46,7 @@ type reactorConn struct {
 // newReactor starts loops event loops (0: half the CPUs, at least one).
 func newReactor(loops int) (*reactor, error) {
 	if loops <= 0 {
-		loops = max(1, runtime.NumCPU()/2)
+		loops = halfCPUs()
 	}
 	r := &reactor{}
 	cli, err := gnet.NewClient(r, gnet.WithMulticore(true), gnet.WithNumEventLoop(loops),

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -384,7 +383,7 @@ func (q *pubQueue) Pop() any {
 // pacerShares deals pubs round robin to n pacing goroutines (0: half the CPUs, at least one).
 func pacerShares(pubs []*publisher, n int) [][]*publisher {
 	if n <= 0 {
-		n = max(1, runtime.NumCPU()/2)
+		n = halfCPUs()
 	}
 	n = min(n, len(pubs))
 	shares := make([][]*publisher, n)
