@@ -263,7 +263,6 @@ func (w *writer) stop() {
 func (w *writer) run(sh *outShard) {
 	defer w.wg.Done()
 	var batch []outgoing
-	var cmds rueidis.Commands
 	for {
 		sh.mu.Lock()
 		n := min(len(sh.q), w.n.o.BatchSize)
@@ -288,7 +287,7 @@ func (w *writer) run(sh *outShard) {
 			}
 			continue
 		}
-		cmds = w.send(batch, cmds)
+		w.send(batch)
 		clear(batch)
 	}
 }
@@ -306,7 +305,7 @@ func isDone(c chan struct{}) bool {
 const sendTimeout = 5 * time.Second
 
 // send runs one batch and settles each message (but those withdrawn before they were sent).
-func (w *writer) send(batch []outgoing, cmds rueidis.Commands) rueidis.Commands {
+func (w *writer) send(batch []outgoing) {
 	claimed := batch[:0]
 	for _, it := range batch {
 		if it.claim() {
@@ -315,23 +314,25 @@ func (w *writer) send(batch []outgoing, cmds rueidis.Commands) rueidis.Commands 
 	}
 	batch = claimed
 	if len(batch) == 0 {
-		return cmds
+		return
 	}
 	c := w.n.client()
 	if c == nil || !w.n.Up() {
 		for _, it := range batch {
 			it.settle(rueidis.RedisResult{}, ErrUnreachable)
 		}
-		return cmds
+		return
 	}
-	cmds = cmds[:0]
+	// A new slice each batch, never cleared or reused: when DoMulti gives up (its context ends,
+	// the connection breaks) it returns while rueidis's writer may still be reading the commands
+	// from this very slice.
+	cmds := make(rueidis.Commands, 0, len(batch))
 	for _, it := range batch {
 		cmds = append(cmds, it.command(w.n, c))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 	defer cancel()
 	results := c.DoMulti(ctx, cmds...)
-	clear(cmds) // recycled by rueidis: never reuse
 	// Redis lost its scripts (a restart): the scripted messages did not run. Load and send those again.
 	var again []int
 	for i, it := range batch {
@@ -361,7 +362,6 @@ func (w *writer) send(batch []outgoing, cmds rueidis.Commands) rueidis.Commands 
 	for i, it := range batch {
 		it.settle(results[i], nil)
 	}
-	return cmds
 }
 
 // isRedisErr reports an error reply of Redis (not a nil reply, not connection trouble).

@@ -424,7 +424,6 @@ func (s *Redis) writer(sh *shard) {
 	defer s.writers.Done()
 	batch := make([]pending, 0, s.o.BatchSize)
 	var retry []pending
-	cmds := make(rueidis.Commands, 0, s.o.BatchSize)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
@@ -456,7 +455,7 @@ func (s *Redis) writer(sh *shard) {
 		}
 		batch = sh.take(batch[:0], s.o.BatchSize)
 		var err error
-		retry, cmds, err = s.write(sh, batch, retry[:0], cmds)
+		retry, err = s.write(sh, batch, retry[:0])
 		clear(batch)
 		if len(retry) == 0 {
 			if sh.failing && sh.queued() <= s.o.BatchSize {
@@ -534,13 +533,16 @@ func (s *Redis) waitForRedis(sh *shard) {
 // write sends batch as one pipeline and settles each entry: done(nil) for those Redis holds, done(err)
 // for those it refused for good. It returns, in order, the entries to retry and the error that made
 // them fail.
-func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) ([]pending, rueidis.Commands, error) {
+func (s *Redis) write(sh *shard, batch, retry []pending) ([]pending, error) {
 	c := s.getClient()
 	if c == nil {
-		return append(retry, batch...), cmds, ErrUnavailable
+		return append(retry, batch...), ErrUnavailable
 	}
 	var idBuf [48]byte
-	cmds = cmds[:0]
+	// A new slice each batch, never cleared or reused: when DoMulti gives up (its context ends,
+	// the connection breaks) it returns while rueidis's writer may still be reading the commands
+	// from this very slice; clearing it made that writer panic on a nil command.
+	cmds := make(rueidis.Commands, 0, len(batch))
 	for i := range batch {
 		p := &batch[i]
 		switch p.op {
@@ -559,7 +561,6 @@ func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) 
 	ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
 	results := c.DoMulti(ctx, cmds...)
 	cancel()
-	clear(cmds) // recycled by rueidis: never reuse
 	var retryErr error
 	for i := range batch {
 		p := &batch[i]
@@ -595,7 +596,7 @@ func (s *Redis) write(sh *shard, batch, retry []pending, cmds rueidis.Commands) 
 			s.finish(sh, p, fmt.Errorf("persist: position %s refused by redis: %w", p.e.Position, err))
 		}
 	}
-	return retry, cmds, retryErr
+	return retry, retryErr
 }
 
 // holds reports whether the stream holds p's entry at its position: after an attempt with an unknown

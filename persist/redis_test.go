@@ -521,8 +521,8 @@ func TestRedisPositionNotAboveTop(t *testing.T) {
 	}
 	sh := s.channels.get("race:x").shard
 	sh.backlog.Add(1) // write() settles an entry taken from the queue
-	retry, _, err := s.write(sh, []pending{{key: key, e: Entry{Position: Position{5000, 0}, Data: []byte(`{}`)},
-		done: func(err error) { errs <- err }, sent: true}}, nil, nil)
+	retry, err := s.write(sh, []pending{{key: key, e: Entry{Position: Position{5000, 0}, Data: []byte(`{}`)},
+		done: func(err error) { errs <- err }, sent: true}}, nil)
 	if len(retry) != 0 || err != nil {
 		t.Fatalf("retry = %v, %v", retry, err)
 	}
@@ -534,7 +534,7 @@ func TestRedisPositionNotAboveTop(t *testing.T) {
 	// reply was lost). Before: counted as stored.
 	for _, e := range []Entry{{Position: Position{5000, 0}, Data: []byte(`{"other":1}`)}, {Position: Position{4500, 0}, Data: []byte(`{}`)}} {
 		sh.backlog.Add(1)
-		retry, _, err = s.write(sh, []pending{{key: key, e: e, done: func(err error) { errs <- err }, sent: true}}, nil, nil)
+		retry, err = s.write(sh, []pending{{key: key, e: e, done: func(err error) { errs <- err }, sent: true}}, nil)
 		if len(retry) != 0 || err != nil {
 			t.Fatalf("retry = %v, %v", retry, err)
 		}
